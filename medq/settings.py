@@ -1,0 +1,253 @@
+"""One typed settings tree for MedQ.
+
+Sources, highest priority first:
+
+1. keyword arguments to :func:`load_settings` (used by the CLI and tests),
+2. ``MEDQ_*`` environment variables, nested with ``__`` (``MEDQ_OBJECTS__BACKEND=s3``),
+3. ``medq.yaml`` in the workspace folder (``MEDQ_WORKSPACE`` or ``.medq/``),
+4. the embedded defaults below (everything local, no services needed).
+
+Switching the object store to S3/MinIO or Label Studio / Prefect to remote servers is a settings
+change only. Secrets are :class:`pydantic.SecretStr`: they print as ``**********``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_WORKSPACE = Path(".medq")
+CONFIG_FILE = "medq.yaml"
+
+
+class CatalogSettings(BaseModel):
+    """DuckDB catalog: every record of every round."""
+
+    path: Path = Field(Path("catalog.duckdb"), description="Relative paths are under the workspace.")
+    lock_timeout_s: float = Field(0.0, ge=0, description="How long to wait for another process' lock.")
+
+
+class ObjectStoreSettings(BaseModel):
+    """Where images, thumbnails, model weights and index files live."""
+
+    backend: str = Field("local", description="Object store backend: local | s3.")
+    local_root: Path = Path("objects")
+    s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of MinIO or any S3 endpoint.")
+    s3_bucket: str = "medq"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+    presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+
+
+class IndexSettings(BaseModel):
+    """FAISS pool index."""
+
+    local_root: Path = Path("index")
+    kind: str = Field("auto", description="auto | flat | ivf | ivfpq | hnsw")
+    exact_max: int = Field(50_000, ge=1, description="Pools up to this size use exact search.")
+    pq_min: int = Field(500_000, ge=1, description="Pools from this size use IVF-PQ under `auto`.")
+    nprobe: int = Field(16, ge=1)
+    use_gpu: bool = Field(True, description="Use faiss GPU resources when faiss has them.")
+    recall_sample: int = Field(200, ge=10, description="Queries used to check recall vs exact.")
+
+
+class EmbedderSettings(BaseModel):
+    name: str = Field("quality", description="quality (CPU, no weights) | timm | open_clip")
+    weights_path: Path | None = None
+    image_size: int = Field(128, ge=32)
+
+
+class ModelSettings(BaseModel):
+    """The model the loop improves."""
+
+    backend: str = Field("lite", description="lite | hf | vllm")
+    hf_path: Path | None = Field(None, description="Local folder of a transformers MLLM.")
+    vllm_endpoint: str | None = Field(None, description="OpenAI-compatible base URL of `vllm serve`.")
+    vllm_model: str | None = None
+    device: str = Field("auto", description="auto | cpu | cuda")
+    seed: int = 0
+    lite_epochs: int = Field(30, ge=1)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    max_steps: int = Field(200, ge=1)
+
+
+class JudgeSettings(BaseModel):
+    """Description judge: offline rules or an LLM behind an OpenAI-compatible endpoint."""
+
+    kind: str = Field("rules", description="rules | openai")
+    endpoint: str | None = None
+    model: str = "gpt-4o"
+    api_key: SecretStr = SecretStr("")
+    retries: int = Field(3, ge=0)
+
+
+class LaneSettings(BaseModel):
+    """Annotation lanes and their costs in cost units per item."""
+
+    expert_cost: float = Field(1.0, gt=0)
+    verify_cost: float = Field(0.3, gt=0)
+    auto_cost: float = Field(0.0, ge=0)
+    expert_entropy: float = Field(0.6, ge=0, le=1, description="Normalized entropy at or above -> expert.")
+    auto_entropy: float = Field(0.25, ge=0, le=1, description="Normalized entropy below -> auto.")
+    spot_check_rate: float = Field(0.1, ge=0, le=1)
+    spot_check_max_disagreement: float = Field(0.2, ge=0, le=1)
+    confidently_wrong_distance: float = Field(0.5, ge=0, description="Prototype radius multiple.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LaneSettings":
+        if self.auto_entropy > self.expert_entropy:
+            raise ValueError("lanes.auto_entropy must be <= lanes.expert_entropy")
+        return self
+
+
+class LoopSettings(BaseModel):
+    """Defaults for `engine_loop`; each is also a flow parameter."""
+
+    rounds: int = Field(3, ge=1)
+    budget_per_round: float = Field(150.0, gt=0, description="Cost units per round.")
+    total_budget: float | None = Field(None, gt=0)
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    plateau_rounds: int = Field(2, ge=1)
+    promotion_margin: float = Field(0.005, ge=0, description="Accuracy gain needed to promote.")
+    candidates_per_round: int = Field(600, ge=1, description="Retrieved items scored per round.")
+    anchors_per_prototype: int = Field(3, ge=1)
+    min_cluster_size: int = Field(5, ge=2)
+    reduce_dims: int = Field(8, ge=2)
+    near_duplicate_distance: float = Field(1e-3, ge=0)
+    description_fail_below: float = Field(4.0, ge=0, le=8, description="Description score (0-8) below = failure.")
+
+
+class AnnotationSettings(BaseModel):
+    backend: str = Field("simulated", description="simulated | labelstudio | oracle:LABELS.jsonl")
+    error_rate: float = Field(0.05, ge=0, le=1)
+    consensus: int = Field(1, ge=1, description="Annotators per expert-lane item.")
+    disagreement_rule: str = Field("majority", description="majority | escalate | strictest")
+    wait_timeout_s: float = Field(600.0, gt=0)
+    poll_interval_s: float = Field(2.0, gt=0)
+    batch_size: int = Field(200, ge=1)
+
+
+class LabelStudioSettings(BaseModel):
+    url: str = "http://127.0.0.1:8080"
+    token: SecretStr = SecretStr("")
+    project_title: str = "MedQ"
+    image_access: str = Field("local-files", description="local-files | presigned | data-uri")
+    local_files_root: Path | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(4, ge=0)
+
+
+class PrefectSettings(BaseModel):
+    api_url: str | None = Field(None, description="Remote Prefect API; None = temporary local server.")
+    home: Path = Path("prefect")
+
+
+class DashboardSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+
+
+class ServicesSettings(BaseModel):
+    """Local services started by `medq services up` (see infra/)."""
+
+    s3_port: int = Field(9000, ge=1, le=65535)
+    labelstudio_port: int = Field(8080, ge=1, le=65535)
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    labelstudio_venv: Path = Path("services/labelstudio-venv")
+    labelstudio_admin: str = "admin@medq.local"
+    labelstudio_password: SecretStr = SecretStr("medq-admin-pw")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads `medq.yaml` from the workspace; a broken file is a clear error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path):
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(self.path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{self.path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.path}: expected a mapping at the top level")
+        return data
+
+
+class Settings(BaseSettings):
+    """The whole MedQ configuration. Paths in sub-trees are relative to `workspace`."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDQ_", env_nested_delimiter="__", extra="forbid")
+
+    workspace: Path = DEFAULT_WORKSPACE
+    catalog: CatalogSettings = CatalogSettings()
+    objects: ObjectStoreSettings = ObjectStoreSettings()
+    index: IndexSettings = IndexSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    model: ModelSettings = ModelSettings()
+    judge: JudgeSettings = JudgeSettings()
+    lanes: LaneSettings = LaneSettings()
+    loop: LoopSettings = LoopSettings()
+    annotation: AnnotationSettings = AnnotationSettings()
+    labelstudio: LabelStudioSettings = LabelStudioSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    services: ServicesSettings = ServicesSettings()
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        workspace = Path(os.environ.get("MEDQ_WORKSPACE", DEFAULT_WORKSPACE))
+        init_ws = init_settings.init_kwargs.get("workspace")
+        if init_ws is not None:
+            workspace = Path(init_ws)
+        yaml_source = _YamlSource(settings_cls, workspace / CONFIG_FILE)
+        return (init_settings, env_settings, yaml_source, file_secret_settings)
+
+    def resolve(self, path: Path | None) -> Path | None:
+        """A settings path made absolute against the workspace."""
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.workspace / path
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.resolve(self.catalog.path)
+
+    @property
+    def objects_root(self) -> Path:
+        return self.resolve(self.objects.local_root)
+
+    @property
+    def index_root(self) -> Path:
+        return self.resolve(self.index.local_root)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as JSON-safe data with every secret masked (safe to print or log)."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings tree (see module docstring for the order of sources)."""
+    return Settings(**overrides)
