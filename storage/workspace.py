@@ -5,6 +5,8 @@ opened lazily so that a command that only needs the catalog never touches S3.
 """
 from __future__ import annotations
 
+import os
+import uuid
 from functools import cached_property
 from pathlib import Path
 
@@ -39,7 +41,20 @@ class Workspace:
             ws.settings.objects_root.mkdir(parents=True, exist_ok=True)
         ws.settings.index_root.mkdir(parents=True, exist_ok=True)
         ws.catalog  # creates and migrates
+        ws.id  # written once; part of every Prefect cache key
         return ws
+
+    @property
+    def id(self) -> str:
+        """A random id written at creation: a new workspace at the same path gets a new id, so
+        Prefect caches of a deleted workspace can never be reused."""
+        path = self.root / "workspace.id"
+        if not path.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(uuid.uuid4().hex)
+            os.replace(tmp, path)
+        return path.read_text().strip()
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -1,0 +1,109 @@
+"""Annotation tasks: hand routed items to the annotation backend, wait, pull back.
+
+Task ids are stable (``<round>:<image>``), so submitting again after a crash re-creates
+nothing, and pulling again upserts the same annotation rows.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from medq.errors import MedQError
+from medq.storage.annotation import AnnotationRequest, create_annotation_backend
+from medq.storage.annotation.records import upsert_annotations
+from medq.storage.catalog import loads
+from medq.tasks._runtime import open_workspace
+
+_BACKENDS: dict[tuple[str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def backend_for(workspace: str, name: str):
+    """One backend instance per (workspace, name) and process (keeps connections and the
+    in-process simulated queue alive between submit and pull)."""
+    with _LOCK:
+        key = (str(workspace), name)
+        if key not in _BACKENDS:
+            _BACKENDS[key] = create_annotation_backend(open_workspace(workspace), name)
+        return _BACKENDS[key]
+
+
+def _requests(workspace: str, round_id: str) -> list[AnnotationRequest]:
+    ws = open_workspace(workspace)
+    rows = ws.catalog.query(
+        "SELECT t.task_id, t.round_id, t.image_id, t.lane, t.uncertainty, t.prediction, "
+        "i.object_key, i.modality FROM annotation_tasks t JOIN images i USING (image_id) "
+        "WHERE t.round_id = ? AND t.status <> 'deleted' ORDER BY t.uncertainty DESC, t.task_id",
+        [round_id])
+    consensus = ws.settings.annotation.consensus
+    return [AnnotationRequest(task_id=r["task_id"], round_id=r["round_id"], image_id=r["image_id"],
+                              lane=r["lane"], uncertainty=float(r["uncertainty"] or 0.0),
+                              image_key=r["object_key"], modality=r["modality"],
+                              prediction=loads(r["prediction"]),
+                              n_annotators=consensus if r["lane"] == "expert" else 1)
+            for r in rows]
+
+
+@task(name="queue-annotation-tasks", retries=2, retry_delay_seconds=1)
+def queue_tasks(workspace: str, round_id: str, annotator: str, model_version: str) -> int:
+    """Record one annotation task per human-lane route (expert, verify, spot-checked auto)."""
+    ws = open_workspace(workspace)
+    routes = ws.catalog.query(
+        "SELECT r.image_id, r.lane, r.entropy, r.spot_check, c.predicted, c.probs FROM routes r "
+        "LEFT JOIN candidates c USING (round_id, image_id) WHERE r.round_id = ? AND "
+        "(r.lane IN ('expert', 'verify') OR r.spot_check)", [round_id])
+    rows = []
+    for r in routes:
+        lane = "verify" if r["lane"] == "auto" else r["lane"]  # spot-checks are verified
+        probs = loads(r["probs"], {})
+        prediction = ({"verdict": r["predicted"], "score": max(probs.values()) if probs else None,
+                       "model_version": model_version} if r["predicted"] else None)
+        rows.append({"task_id": f"{round_id}:{r['image_id']}", "round_id": round_id,
+                     "image_id": r["image_id"], "lane": lane, "backend": annotator,
+                     "status": "queued", "uncertainty": r["entropy"], "prediction": prediction})
+    known = {t["task_id"] for t in ws.catalog.query(
+        "SELECT task_id FROM annotation_tasks WHERE round_id = ?", [round_id])}
+    ws.catalog.upsert("annotation_tasks", [r for r in rows if r["task_id"] not in known])
+    return len(rows)
+
+
+@task(name="submit-annotation-tasks", retries=3, retry_delay_seconds=[2, 5, 10])
+def submit_tasks(workspace: str, round_id: str, annotator: str) -> int:
+    """Send the round's tasks to the backend (idempotent) and record their external ids."""
+    requests = _requests(workspace, round_id)
+    external = backend_for(workspace, annotator).submit(requests)
+    open_workspace(workspace).catalog.upsert("annotation_tasks", [
+        {"task_id": t, "external_id": str(e), "status": "sent"} for t, e in external.items()])
+    get_run_logger().info("round %s: %d annotation tasks with %s", round_id, len(requests), annotator)
+    return len(requests)
+
+
+@task(name="collect-annotations", retries=3, retry_delay_seconds=[2, 5, 10])
+def collect_annotations(workspace: str, round_id: str, annotator: str, timeout_s: float,
+                        poll_s: float) -> dict[str, Any]:
+    """Wait (up to `timeout_s`) until the round's tasks are done, then pull and upsert."""
+    ws = open_workspace(workspace)
+    backend = backend_for(workspace, annotator)
+    requests = _requests(workspace, round_id)
+    backend.submit(requests)  # idempotent; re-arms an in-process backend after a restart
+    task_ids = [r.task_id for r in requests]
+    deadline = time.monotonic() + timeout_s
+    status = backend.status(task_ids)
+    while not status.finished and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        status = backend.status(task_ids)
+    records = backend.pull(task_ids)
+    counts = upsert_annotations(ws.catalog, records)
+    done_ids = {r.task_id for r in records}
+    ws.catalog.upsert("annotation_tasks", [{"task_id": t, "status": "done"} for t in done_ids])
+    if not status.finished:
+        get_run_logger().warning("round %s: annotation wait timed out after %.0f s with %d of %d "
+                                 "tasks pending; continuing with what is done", round_id,
+                                 timeout_s, status.pending, status.total)
+    if not records and task_ids:
+        raise MedQError(f"round {round_id}: no annotations came back from {annotator} for "
+                        f"{len(task_ids)} tasks within {timeout_s:.0f} s")
+    return {"tasks": len(task_ids), "pending": status.pending, **counts}

@@ -1,0 +1,110 @@
+"""Round bookkeeping: open or resume a round, checkpoints, the champion model, stop rules.
+
+A round id is ``r001``, ``r002``, ... per workspace. A round whose status is still ``running``
+(the process died) is resumed instead of starting a new one; its finished steps are skipped
+through the ``round_steps`` checkpoints.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import task
+
+from medq.storage.catalog import loads
+from medq.tasks._runtime import open_workspace
+
+
+def round_id_for(index: int) -> str:
+    return f"r{index:03d}"
+
+
+@task(name="open-round", retries=2, retry_delay_seconds=1)
+def open_round(workspace: str, config: dict[str, Any], champion: str) -> dict[str, Any]:
+    """Resume the running round, or create the next one evaluating `champion`.
+
+    Returns {"round_id", "round_index", "model_in", "resumed"}."""
+    catalog = open_workspace(workspace).catalog
+    running = catalog.query("SELECT round_id, round_index, model_in FROM rounds WHERE status = "
+                            "'running' ORDER BY round_index LIMIT 1")
+    if running:
+        r = running[0]
+        return {"round_id": r["round_id"], "round_index": r["round_index"],
+                "model_in": r["model_in"], "resumed": True}
+    index = int(catalog.scalar("SELECT coalesce(max(round_index), 0) FROM rounds")) + 1
+    round_id = round_id_for(index)
+    catalog.upsert("rounds", [{"round_id": round_id, "round_index": index, "status": "running",
+                               "config": config, "model_in": champion}])
+    return {"round_id": round_id, "round_index": index, "model_in": champion, "resumed": False}
+
+
+@task(name="load-checkpoint")
+def load_checkpoint(workspace: str, round_id: str, step: str) -> dict[str, Any] | None:
+    """The recorded outcome of `step` in `round_id`, or None if it has not finished."""
+    done = open_workspace(workspace).catalog.step_done(round_id, step)
+    return None if done is None else done["info"]
+
+
+def checkpoint_row(round_id: str, step: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The `round_steps` row a step writes in the same transaction as its records."""
+    return {"round_id": round_id, "step": step, "status": "done", "info": info,
+            "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}
+
+
+@task(name="champion")
+def current_champion(workspace: str) -> str | None:
+    """The promoted model version the next round starts from (None before round 0)."""
+    catalog = open_workspace(workspace).catalog
+    rows = catalog.query("SELECT model_in, model_out, promoted FROM rounds WHERE status = 'done' "
+                         "ORDER BY round_index DESC LIMIT 1")
+    if rows:
+        r = rows[0]
+        return r["model_out"] if r["promoted"] else r["model_in"]
+    seed = catalog.query("SELECT version FROM model_versions WHERE parent IS NULL AND promoted "
+                         "ORDER BY created_at LIMIT 1")
+    return seed[0]["version"] if seed else None
+
+
+@task(name="close-round", retries=2, retry_delay_seconds=1)
+def close_round(workspace: str, round_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Mark the round done with its summary (idempotent)."""
+    catalog = open_workspace(workspace).catalog
+    catalog.upsert("rounds", [{
+        "round_id": round_id, "status": "done", "model_out": summary.get("model_out"),
+        "promoted": summary.get("promoted"), "spend": summary.get("spend"),
+        "report": summary, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+    return summary
+
+
+@task(name="stop-rule")
+def stop_reason(workspace: str, total_budget: float | None, target_accuracy: float | None,
+                plateau_rounds: int) -> str | None:
+    """Why the loop should stop now (None = go on): budget spent, target reached, plateau."""
+    catalog = open_workspace(workspace).catalog
+    done = catalog.query("SELECT round_id, spend, promoted, report FROM rounds WHERE status = "
+                         "'done' ORDER BY round_index")
+    if not done:
+        return None
+    spent = sum(r["spend"] or 0.0 for r in done)
+    if total_budget is not None and spent >= total_budget:
+        return f"budget spent ({spent:.1f} of {total_budget:.1f} cost units)"
+    last = loads(done[-1]["report"], {})
+    accuracy = last.get("accuracy_out") if last.get("promoted") else last.get("accuracy_in")
+    if target_accuracy is not None and accuracy is not None and accuracy >= target_accuracy:
+        return f"target reached (accuracy {accuracy:.3f} >= {target_accuracy:.3f})"
+    if len(done) >= plateau_rounds and not any(r["promoted"] for r in done[-plateau_rounds:]):
+        return f"plateau (no promotion in the last {plateau_rounds} rounds)"
+    return None
+
+
+@task(name="mark-round-stopped")
+def mark_stopped(workspace: str, round_id: str, reason: str) -> None:
+    open_workspace(workspace).catalog.upsert("rounds", [{"round_id": round_id, "status": "stopped",
+                                                        "stop_reason": reason}])
+
+
+@task(name="save-checkpoint", retries=2, retry_delay_seconds=1)
+def save_checkpoint(workspace: str, round_id: str, step: str, info: dict[str, Any]) -> dict[str, Any]:
+    """Record that `step` finished (for steps whose records were already written idempotently)."""
+    open_workspace(workspace).catalog.upsert("round_steps", [checkpoint_row(round_id, step, info)])
+    return info
