@@ -157,7 +157,9 @@ django_run() {
   ls_env
   local snippet="$1"; shift
   DJANGO_SETTINGS_MODULE=core.settings.label_studio "$VENV/bin/python" -c "
-import sys, django
+import os, sys, label_studio
+sys.path.insert(0, os.path.dirname(label_studio.__file__))  # Label Studio's Django apps
+import django
 django.setup()
 $snippet" "$@"
 }

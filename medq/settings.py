@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from medq.errors import MedQError
 
 DEFAULT_WORKSPACE = Path(".medq")
 CONFIG_FILE = "medq.yaml"
+
+
+class SettingsError(MedQError, ValueError):
+    """`medq.yaml`, a `MEDQ_*` variable or an argument holds an invalid setting."""
 
 
 class CatalogSettings(BaseModel):
@@ -43,6 +49,11 @@ class ObjectStoreSettings(BaseModel):
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     presign_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    # A dead endpoint must fail fast with one clear error, not hang for minutes.
+    s3_connect_timeout_s: float = Field(3.0, gt=0, description="TCP connect timeout per try.")
+    s3_read_timeout_s: float = Field(120.0, gt=0, description="Socket read timeout.")
+    s3_retries: int = Field(2, ge=0, le=10, description="Retries of a failed request.")
+    s3_part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart part size (MiB).")
 
 
 class IndexSettings(BaseModel):
@@ -55,12 +66,29 @@ class IndexSettings(BaseModel):
     nprobe: int = Field(16, ge=1)
     use_gpu: bool = Field(True, description="Use faiss GPU resources when faiss has them.")
     recall_sample: int = Field(200, ge=10, description="Queries used to check recall vs exact.")
+    recall_k: int = Field(10, ge=1, description="k of the recall@k check.")
+    nlist: int | None = Field(None, ge=1, description="IVF lists (None: about 4 x sqrt(pool size)).")
+    train_size: int = Field(200_000, ge=1000, description="Most vectors used to train IVF/PQ.")
+    pq_m: int = Field(16, ge=1, description="IVF-PQ sub-quantizers (must divide the dimension).")
+    pq_nbits: int = Field(8, ge=4, le=12)
+    pq_rerank: int = Field(4, ge=1, description="IVF-PQ: fetch k x this and re-rank exactly (1 = off).")
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_construction: int = Field(40, ge=8)
+    hnsw_ef_search: int = Field(64, ge=8)
 
 
 class EmbedderSettings(BaseModel):
     name: str = Field("quality", description="quality (CPU, no weights) | timm | open_clip")
     weights_path: Path | None = None
     image_size: int = Field(128, ge=32)
+    model_name: str | None = Field(None, description="Architecture for timm / open_clip (e.g. ViT-B-32).")
+    device: str = Field("auto", description="auto | cpu | cuda (pretrained encoders only).")
+    dims: int | None = Field(64, ge=2, description="PCA output dimension (None: no PCA).")
+    whiten: bool = Field(False, description="Whiten PCA components.")
+    batch_size: int = Field(256, ge=1, description="Images embedded per batch.")
+    fit_sample: int = Field(2000, ge=16, description="Reference images used to fit the embedder.")
+    group_weights: dict[str, float] | None = Field(
+        None, description="Quality feature group multipliers (None: content down-weighted to 0.5).")
 
 
 class ModelSettings(BaseModel):
@@ -88,6 +116,9 @@ class JudgeSettings(BaseModel):
     model: str = "gpt-4o"
     api_key: SecretStr = SecretStr("")
     retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0, description="First wait before a retry; doubles each time.")
+    timeout_s: float = Field(60.0, gt=0, description="Per request.")
+    max_workers: int = Field(4, ge=1, description="Concurrent judge requests.")
 
 
 class LaneSettings(BaseModel):
@@ -123,7 +154,21 @@ class LoopSettings(BaseModel):
     min_cluster_size: int = Field(5, ge=2)
     reduce_dims: int = Field(8, ge=2)
     near_duplicate_distance: float = Field(1e-3, ge=0)
+    noise_weight: float = Field(0.5, ge=0, description="Budget weight of the residual noise prototype.")
+    diversity: float = Field(0.3, ge=0, le=1, description="MMR trade-off: 0 = nearest first.")
     description_fail_below: float = Field(4.0, ge=0, le=8, description="Description score (0-8) below = failure.")
+
+
+class CurationSettings(BaseModel):
+    """Great Expectations suite on each round's new training rows (engine/curate.py)."""
+
+    max_class_share: float = Field(0.8, gt=0, le=1, description="No verdict above this share of a batch.")
+    balance_min_rows: int = Field(20, ge=1, description="Class balance is checked from this batch size.")
+    max_quarantine_share: float = Field(0.5, ge=0, le=1, description="More quarantined rows fail the round.")
+    min_rows: int = Field(1, ge=0)
+    near_duplicate_distance: float | None = Field(
+        None, ge=0, description="Embedding distance to an eval item below which a row leaks (None: loop's).")
+    max_training_items: int | None = Field(None, ge=1, description="Cap of the mixed training set.")
 
 
 class AnnotationSettings(BaseModel):
@@ -136,14 +181,32 @@ class AnnotationSettings(BaseModel):
     batch_size: int = Field(200, ge=1)
 
 
+# Development token of the local server started by infra/labelstudio.sh (same default there).
+LABELSTUDIO_DEV_TOKEN = "medq0dev0token0000000000000000000000000a"
+
+
 class LabelStudioSettings(BaseModel):
+    """Label Studio server and how MedQ uses it (see storage/labelstudio.py)."""
+
     url: str = "http://127.0.0.1:8080"
-    token: SecretStr = SecretStr("")
-    project_title: str = "MedQ"
-    image_access: str = Field("local-files", description="local-files | presigned | data-uri")
-    local_files_root: Path | None = None
-    timeout_s: float = Field(30.0, gt=0)
-    retries: int = Field(4, ge=0)
+    token: SecretStr = Field(SecretStr(LABELSTUDIO_DEV_TOKEN),
+                             description="Legacy API token (Account & Settings > Access Token).")
+    project_title: str = Field("MedQ", description="Projects are '<title> · <lane>'.")
+    image_access: str = Field("auto", description="auto | local-files | presigned | data-uri "
+                              "(auto: local-files for a local object store, presigned for S3)")
+    local_files_root: Path | None = Field(None, description="LOCAL_FILES_DOCUMENT_ROOT of the "
+                                          "server (None: /, the default of infra/labelstudio.sh).")
+    timeout_s: float = Field(30.0, gt=0, description="Per request.")
+    retries: int = Field(4, ge=0, description="Retries of a failed request (server down, 5xx).")
+    backoff_s: float = Field(0.5, ge=0, description="First wait before a retry; doubles each time.")
+    backoff_max_s: float = Field(8.0, ge=0)
+    import_chunk: int = Field(1000, ge=1, description="Tasks per import request.")
+    page_size: int = Field(1000, ge=1, description="Tasks per page when pulling.")
+    simulated_annotators: int = Field(0, ge=0, description="Start this many simulated annotators "
+                                      "(own users, real API, answers from oracle labels) after "
+                                      "each submit: demos and CI without people.")
+    simulated_delay_s: float = Field(0.0, ge=0, description="Mean seconds a simulated annotator "
+                                     "spends per task.")
 
 
 class PrefectSettings(BaseModel):
@@ -159,12 +222,44 @@ class DashboardSettings(BaseModel):
 class ServicesSettings(BaseModel):
     """Local services started by `medq services up` (see infra/)."""
 
+    dir: Path | None = Field(None, description="Pid files, logs and data of the local services. "
+                             "None: $MEDQ_SERVICES_DIR, else <repo>/.services.")
     s3_port: int = Field(9000, ge=1, le=65535)
     labelstudio_port: int = Field(8080, ge=1, le=65535)
     prefect_port: int = Field(4200, ge=1, le=65535)
     labelstudio_venv: Path = Path("services/labelstudio-venv")
     labelstudio_admin: str = "admin@medq.local"
     labelstudio_password: SecretStr = SecretStr("medq-admin-pw")
+
+
+class IngestSettings(BaseModel):
+    """File ingest (`medq ingest`, world loading): decoding limits and normalization."""
+
+    nifti_axis: int = Field(2, ge=0, le=2, description="Volume axis NIfTI slices are taken along.")
+    nifti_slices: int = Field(5, ge=1, description="Slices per volume, evenly spaced over its "
+                              "non-empty slices.")
+    max_frames: int = Field(16, ge=1, description="Frames/pages kept per multi-frame DICOM or "
+                            "TIFF (evenly spaced).")
+    max_pixels: int = Field(100_000_000, ge=1, description="Pixels per frame above which a file "
+                            "is treated as a decompression bomb.")
+    max_file_bytes: int = Field(2 * 1024**3, ge=1, description="Larger files (or decompressed "
+                                "NIfTI) are quarantined.")
+    min_side: int = Field(8, ge=1, description="Images with a side shorter than this (px) are "
+                          "quarantined.")
+    bits: int = Field(8, description="Stored PNG depth for grayscale: 8 or 16.")
+    thumb_size: int = Field(128, ge=16, description="Longer side of thumbnails (px).")
+    batch_size: int = Field(64, ge=1, description="Files per catalog transaction.")
+    strict_extensions: bool = Field(True, description="Quarantine files whose content is another "
+                                    "image format than their extension says.")
+    deid_salt: SecretStr = Field(SecretStr(""), description="Salt of hashed DICOM UIDs; empty: a "
+                                 "random salt kept in <workspace>/deid_salt.")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        if v not in (8, 16):
+            raise ValueError("ingest.bits must be 8 or 16")
+        return v
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -183,9 +278,11 @@ class _YamlSource(PydanticBaseSettingsSource):
         try:
             data = yaml.safe_load(self.path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{self.path}: not valid YAML: {exc}") from exc
+            raise SettingsError(f"{self.path}: not valid YAML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{self.path}: cannot be read: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"{self.path}: expected a mapping at the top level")
+            raise SettingsError(f"{self.path}: expected a mapping at the top level")
         return data
 
 
@@ -203,11 +300,13 @@ class Settings(BaseSettings):
     judge: JudgeSettings = JudgeSettings()
     lanes: LaneSettings = LaneSettings()
     loop: LoopSettings = LoopSettings()
+    curation: CurationSettings = CurationSettings()
     annotation: AnnotationSettings = AnnotationSettings()
     labelstudio: LabelStudioSettings = LabelStudioSettings()
     prefect: PrefectSettings = PrefectSettings()
     dashboard: DashboardSettings = DashboardSettings()
     services: ServicesSettings = ServicesSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @field_validator("workspace")
     @classmethod
@@ -249,5 +348,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings tree (see module docstring for the order of sources)."""
-    return Settings(**overrides)
+    """Build the settings tree (see module docstring for the order of sources).
+
+    Raises :class:`SettingsError` naming each bad setting; input values are never echoed (they
+    may be secrets)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                             for err in exc.errors(include_input=False, include_url=False))
+        workspace = Path(overrides.get("workspace") or os.environ.get("MEDQ_WORKSPACE")
+                         or DEFAULT_WORKSPACE)
+        raise SettingsError(f"invalid MedQ settings (from arguments, MEDQ_* variables or "
+                            f"{workspace / CONFIG_FILE}): {problems}") from None

@@ -21,17 +21,23 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from medq.errors import MedQError
 
 SCHEMA_TABLE = "schema_migrations"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+# Never fetch or auto-load extensions: no downloads at run time, and a foreign file (SQLite, ...)
+# must fail fast instead of DuckDB trying to install a scanner for it.
+_CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 class CatalogError(MedQError):
@@ -92,60 +98,77 @@ class CatalogTx:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
-        """Insert or update `rows` keyed by `table`'s primary key. Returns the row count.
+        """Insert or update `rows` keyed by `table`'s primary key. Returns the number of distinct
+        keys written.
 
-        Only the columns present in the rows are written on update, so an upsert that omits a
-        column keeps its stored value. Later duplicates of a key inside one call win."""
+        Only the columns present in a row are written on update, so an upsert that omits a column
+        keeps its stored value (rows with different column sets are written per column set, never
+        padding with NULL). Duplicates of a key inside one call are merged in order, later values
+        winning, exactly as if they had been upserted one after the other."""
         if table not in self._columns:
             raise CatalogError(f"unknown catalog table {table!r}; tables: {sorted(self._columns)}")
-        rows = list(rows)
-        if not rows:
-            return 0
         known = self._columns[table]
-        cols: list[str] = []
-        for row in rows:
-            for c in row:
-                if c not in cols:
-                    cols.append(c)
-        unknown = [c for c in cols if c not in known]
-        if unknown:
-            raise CatalogError(f"table {table!r} has no column(s) {unknown}; columns: {list(known)}")
         pk = self._pks[table]
-        missing = [k for k in pk if k not in cols]
-        if missing:
-            raise CatalogError(f"upsert into {table!r} needs primary key column(s) {missing}")
-        dedup: dict[tuple, dict] = {}
+        merged: dict[tuple, dict] = {}
         for row in rows:
-            key = tuple(row.get(k) for k in pk)
+            unknown = [c for c in row if c not in known]
+            if unknown:
+                raise CatalogError(f"table {table!r} has no column(s) {unknown}; "
+                                   f"columns: {list(known)}")
+            missing = [k for k in pk if k not in row]
+            if missing:
+                raise CatalogError(f"upsert into {table!r} needs primary key column(s) {missing}")
+            key = tuple(row[k] for k in pk)
             if any(v is None for v in key):
                 raise CatalogError(f"upsert into {table!r}: primary key {pk} is NULL in {row!r:.200}")
-            dedup[key] = row
-        values = [[_encode(row.get(c), known[c]) for c in cols] for row in dedup.values()]
-        placeholders = ", ".join("?" for _ in cols)
+            merged[key] = {**merged.get(key, {}), **row}
+        groups: dict[tuple[str, ...], list[dict]] = {}
+        for row in merged.values():
+            groups.setdefault(tuple(c for c in known if c in row), []).append(row)
+        try:
+            for cols, group in groups.items():
+                self._write(table, list(cols), group)
+        except duckdb.Error as exc:
+            raise CatalogError(f"upsert of {len(merged)} row(s) into {table!r} failed: {exc}") from exc
+        return len(merged)
+
+    def _write(self, table: str, cols: list[str], rows: list[dict]) -> None:
+        known, pk = self._columns[table], self._pks[table]
+        values = [[_encode(row[c], known[c]) for c in cols] for row in rows]
         updates = [c for c in cols if c not in pk]
         conflict = (f"DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}"
                     if updates else "DO NOTHING")
-        sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) "
-               f"ON CONFLICT ({', '.join(pk)}) {conflict}")
-        if len(values) > 2000:
-            # Bulk path: one arrow relation instead of thousands of parameter bindings.
-            frame = pd.DataFrame(values, columns=cols)
-            self.con.register("_medq_upsert", frame)
-            try:
-                select = ", ".join(f"CAST({c} AS {known[c]})" for c in cols)
-                self.con.execute(
-                    f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM _medq_upsert "
-                    f"ON CONFLICT ({', '.join(pk)}) {conflict}")
-            finally:
+        insert = f"INSERT INTO {table} ({', '.join(cols)})"
+        on_conflict = f"ON CONFLICT ({', '.join(pk)}) {conflict}"
+        if len(values) <= 2000:
+            placeholders = ", ".join("?" for _ in cols)
+            self.con.executemany(f"{insert} VALUES ({placeholders}) {on_conflict}", values)
+            return
+        # Bulk path: one arrow relation instead of thousands of parameter bindings.
+        # Arrow (not pandas) so that ints with NULLs are not widened to float.
+        frame = pa.table({c: _arrow_column([v[i] for v in values]) for i, c in enumerate(cols)})
+        self.con.register("_medq_upsert", frame)
+        try:
+            select = ", ".join(f"CAST({c} AS {known[c]})" for c in cols)
+            self.con.execute(f"{insert} SELECT {select} FROM _medq_upsert {on_conflict}")
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses this too
                 self.con.unregister("_medq_upsert")
-        else:
-            self.con.executemany(sql, values)
-        return len(values)
+
+
+def _arrow_column(values: list[Any]) -> pa.Array:
+    """Arrow array with the type inferred from all values; mixed types fall back to text (the
+    INSERT casts every column to the table's type anyway)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def _encode(value: Any, sql_type: str) -> Any:
-    if isinstance(value, (dict, list, tuple)) and sql_type == "VARCHAR":
-        return dumps(value)
+    if sql_type == "VARCHAR" and (isinstance(value, (dict, list, tuple))
+                                  or getattr(value, "ndim", 0) > 0):
+        return dumps(value)  # JSON column (numpy arrays become lists)
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         return value.item()  # numpy scalar
     return value
@@ -154,10 +177,13 @@ def _encode(value: Any, sql_type: str) -> Any:
 class Catalog:
     """The MedQ catalog in one DuckDB file (see module docstring)."""
 
+    # Per thread: resolved path -> [connection, read_only, open transaction depth]. Shared by all
+    # Catalog objects of one path so that nested calls on a thread reuse one connection (DuckDB
+    # refuses a second in-process connection to the same file with another configuration).
     _local = threading.local()
 
     def __init__(self, path: Path | str, *, read_only: bool = False, lock_timeout_s: float = 0.0):
-        self.path = Path(path)
+        self.path = Path(path).expanduser().resolve()
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self._columns: dict[str, dict[str, str]] = {}
@@ -165,7 +191,7 @@ class Catalog:
 
     @classmethod
     def open(cls, path: Path | str, *, read_only: bool = False, lock_timeout_s: float = 0.0
-             ) -> "Catalog":
+             ) -> Catalog:
         """Open (and, unless read-only, create or migrate) the catalog at `path`."""
         cat = cls(path, read_only=read_only, lock_timeout_s=lock_timeout_s)
         if read_only:
@@ -177,28 +203,59 @@ class Catalog:
         return cat
 
     # -- connections -------------------------------------------------------------------------
+    def _open_slot(self) -> list | None:
+        slots = self._local.__dict__.setdefault("slots", {})
+        return slots.get(str(self.path))
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; reuses the one already open on this thread (nesting)."""
-        existing = getattr(self._local, "con", None)
-        if existing is not None and getattr(self._local, "path", None) == self.path:
-            yield existing
+        slot = self._open_slot()
+        if slot is not None:
+            if slot[1] and not self.read_only:
+                raise CatalogError(f"catalog {self.path} is open read-only on this thread; "
+                                   "a write cannot nest inside a read-only operation")
+            yield slot[0]
             return
         con = self._open_connection()
-        self._local.con, self._local.path = con, self.path
+        slots = self._local.__dict__.setdefault("slots", {})
+        slots[str(self.path)] = [con, self.read_only, 0]
         try:
             yield con
         finally:
-            self._local.con = None
+            slots.pop(str(self.path), None)
             con.close()
 
+    def _check_header(self) -> None:
+        """Refuse a file that is not a DuckDB database before DuckDB touches it."""
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(16)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise CatalogError(f"catalog {self.path} cannot be read: {exc}") from exc
+        if head[8:12] != _DUCKDB_MAGIC:
+            what = "an empty file" if not head else "not a DuckDB database (corrupt or foreign file)"
+            raise CatalogError(f"catalog {self.path} is {what}; move it away or point "
+                               "catalog.path elsewhere")
+
     def _open_connection(self) -> duckdb.DuckDBPyConnection:
+        if self.path.is_dir():
+            raise CatalogError(f"catalog path {self.path} is a folder, not a DuckDB file")
+        if self.read_only and not self.path.is_file():
+            raise CatalogError(f"no catalog at {self.path} (run `medq init` first)")
+        self._check_header()
         if not self.read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                return duckdb.connect(str(self.path), read_only=self.read_only,
+                                      config=dict(_CONNECT_CONFIG))
+            except duckdb.ConnectionException as exc:
+                raise CatalogError(f"catalog {self.path} is already open in this process in "
+                                   f"another mode (read-only vs read-write): {exc}") from exc
             except duckdb.IOException as exc:
                 msg = str(exc)
                 if "lock" in msg.lower():
@@ -215,19 +272,38 @@ class Catalog:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[CatalogTx]:
-        """One all-or-nothing unit of work; rolled back on any exception."""
+        """One all-or-nothing unit of work; rolled back on any exception.
+
+        A transaction opened while another is open on this thread (e.g. ``catalog.upsert`` inside
+        ``with catalog.transaction()``) joins the outer one: it commits or rolls back with it."""
         if self.read_only:
             raise CatalogError(f"catalog {self.path} was opened read-only")
         with self.connect() as con:
             self._load_layout(con)
+            slot = self._open_slot()
+            if slot[2] > 0:  # nested: part of the outer transaction
+                slot[2] += 1
+                try:
+                    yield CatalogTx(con, self._columns, self._pks)
+                finally:
+                    slot[2] -= 1
+                return
             con.execute("BEGIN TRANSACTION")
+            slot[2] = 1
             try:
                 yield CatalogTx(con, self._columns, self._pks)
             except BaseException:
-                con.execute("ROLLBACK")
+                slot[2] = 0
+                with contextlib.suppress(duckdb.Error):  # keep the original error visible
+                    con.execute("ROLLBACK")
                 raise
-            else:
+            slot[2] = 0
+            try:
                 con.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise CatalogError(f"commit to catalog {self.path} failed: {exc}") from exc
 
     # -- schema ------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -236,13 +312,18 @@ class Catalog:
             return self._version(con)
 
     def _version(self, con: duckdb.DuckDBPyConnection) -> int:
-        tables = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-        if SCHEMA_TABLE not in tables:
-            if tables:
+        # Every user object in any schema counts: a file with only views or non-main tables is
+        # just as foreign as one with tables in main.
+        objects = {r[0] for r in con.execute(
+            "SELECT CASE WHEN schema_name = 'main' THEN table_name ELSE schema_name || '.' || "
+            "table_name END FROM duckdb_tables() WHERE NOT internal AND database_name = "
+            "current_database() UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal "
+            "AND NOT temporary AND database_name = current_database()").fetchall()}
+        if SCHEMA_TABLE not in objects:
+            if objects:
                 raise CatalogError(
-                    f"{self.path} is a DuckDB file but not a MedQ catalog (tables: "
-                    f"{sorted(tables)[:8]}); point catalog.path elsewhere")
+                    f"{self.path} is a DuckDB file but not a MedQ catalog (it holds "
+                    f"{sorted(objects)[:8]}); point catalog.path elsewhere")
             return 0
         row = con.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
         return int(row[0] or 0)
@@ -279,7 +360,8 @@ class Catalog:
                                 [version, name])
                     con.execute("COMMIT")
                 except Exception as exc:
-                    con.execute("ROLLBACK")
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
                     raise CatalogError(f"migration {version}_{name} failed on {self.path}: {exc}") from exc
                 applied.append(version)
             self._columns, self._pks = {}, {}

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from medq.engine.formats.medqbench import FormatError
 
 

@@ -19,23 +19,49 @@ def round_id_for(index: int) -> str:
     return f"r{index:03d}"
 
 
-@task(name="open-round", retries=2, retry_delay_seconds=1)
-def open_round(workspace: str, config: dict[str, Any], champion: str) -> dict[str, Any]:
-    """Resume the running round, or create the next one evaluating `champion`.
+@task(name="resolve-config")
+def resolve_config(workspace: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Flow parameters over workspace settings: the effective knobs of this run."""
+    s = open_workspace(workspace).settings
+    defaults = {"budget_per_round": s.loop.budget_per_round, "total_budget": s.loop.total_budget,
+                "target_accuracy": s.loop.target_accuracy, "annotator": s.annotation.backend,
+                "candidates_per_round": s.loop.candidates_per_round,
+                "plateau_rounds": s.loop.plateau_rounds, "seed": s.model.seed}
+    config = {k: (params.get(k) if params.get(k) is not None else v) for k, v in defaults.items()}
+    config["wait_timeout_s"] = s.annotation.wait_timeout_s
+    config["poll_interval_s"] = s.annotation.poll_interval_s
+    return config
 
-    Returns {"round_id", "round_index", "model_in", "resumed"}."""
+
+@task(name="finished-rounds")
+def finished_rounds(workspace: str) -> int:
+    return int(open_workspace(workspace).catalog.scalar(
+        "SELECT count(*) FROM rounds WHERE status = 'done'"))
+
+
+@task(name="open-round", retries=2, retry_delay_seconds=1)
+def open_round(workspace: str, config: dict[str, Any], champion: str,
+               stop: str | None = None) -> dict[str, Any]:
+    """Resume the running round, or (unless `stop` says why not) create the next one that
+    starts from `champion`.
+
+    Returns {"round_id", "round_index", "model_in", "resumed", "stop"}."""
     catalog = open_workspace(workspace).catalog
     running = catalog.query("SELECT round_id, round_index, model_in FROM rounds WHERE status = "
                             "'running' ORDER BY round_index LIMIT 1")
-    if running:
+    if running:  # a crashed round is always finished first, whatever the stop rules say
         r = running[0]
         return {"round_id": r["round_id"], "round_index": r["round_index"],
-                "model_in": r["model_in"], "resumed": True}
+                "model_in": r["model_in"], "resumed": True, "stop": None}
+    if stop:
+        return {"round_id": None, "round_index": None, "model_in": champion, "resumed": False,
+                "stop": stop}
     index = int(catalog.scalar("SELECT coalesce(max(round_index), 0) FROM rounds")) + 1
     round_id = round_id_for(index)
     catalog.upsert("rounds", [{"round_id": round_id, "round_index": index, "status": "running",
                                "config": config, "model_in": champion}])
-    return {"round_id": round_id, "round_index": index, "model_in": champion, "resumed": False}
+    return {"round_id": round_id, "round_index": index, "model_in": champion, "resumed": False,
+            "stop": None}
 
 
 @task(name="load-checkpoint")

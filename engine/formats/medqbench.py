@@ -23,16 +23,18 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from medq.engine.formats.images import PixelError, decode_image_bytes, png_bytes, to_float
+from medq.engine.models.base import MCQ_SUFFIX
 from medq.engine.taxonomy import OPTION_LETTERS, QUESTION_TYPES
+
 from medq.errors import MedQError
 
-MCQ_PROMPT_END = "Answer directly only with the option letter from the given choices."
+MCQ_PROMPT_END = MCQ_SUFFIX  # "Answer directly only with the option letter from the given choices."
 MCQ_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer")
 MCQ_OPTIONAL = ("modality", "question_type", "level", "degradation")
 DESCRIPTION_COLUMNS = ("index", "image", "question", "description")
@@ -275,11 +277,13 @@ def mcq_records_to_frame(records: Iterable[dict]) -> pd.DataFrame:
     return _ordered_frame(rows, leading, MCQ_OPTIONAL)
 
 
-def frame_to_mcq_records(df: pd.DataFrame) -> list[dict]:
+def frame_to_mcq_records(df: pd.DataFrame, errors: list | None = None) -> list[dict]:
     """VLMEvalKit MCQ frame -> MCQ records (images stay base64 strings, see module docstring).
 
-    Answers 0-3 become A-D; empty or NaN options are skipped; other columns go to ``extra``.
-    Raises :class:`FormatError` naming the row and column of the first problem."""
+    Answers 0-3 become A-D (the original spelling is kept as ``answer_raw``); empty or NaN
+    options are skipped; other columns go to ``extra``; ``row`` is the 1-based data row.
+    Raises :class:`FormatError` naming the row and column of the first problem, unless `errors`
+    is a list: then each bad row is appended to it as {"row", "index", "reason"} and skipped."""
     image_col = _image_column(df, "image", "image_path")
     for col in ("index", "question", "answer"):
         if col not in df.columns:
@@ -290,38 +294,43 @@ def frame_to_mcq_records(df: pd.DataFrame) -> list[dict]:
     records = []
     for n, row in enumerate(df.to_dict(orient="records"), start=1):
         where = _where(n, row.get("index"))
-        rec: dict[str, Any] = {"index": _required(row, "index", where)}
-        if image_col == "image":
-            rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
-        else:
-            rec["image_path"] = _required(row, "image_path", where)
-        rec["question"] = _required(row, "question", where)
-        options = {k: _cell(row[k]).strip() for k in OPTION_LETTERS
-                   if k in row and not _missing(row[k])}
-        if len(options) < 2:
-            raise FormatError(f"{where}: columns A-D hold fewer than two non-empty options")
-        rec["options"] = options
-        letter = answer_letter(row.get("answer"), where=where)
-        if letter not in options:
-            raise FormatError(f"{where}: column 'answer' is {letter!r} but option {letter} is empty")
-        rec["answer"] = letter
-        raw = _cell(row.get("answer")).strip()
-        for name in MCQ_OPTIONAL:
-            if name in row and not _missing(row[name]):
-                rec[name] = _cell(row[name])
-        if rec.get("question_type") and rec["question_type"] not in QUESTION_TYPES:
-            rec["question_type"] = _normalize_question_type(rec["question_type"])
-        extra = {c: _cell(row[c]) for c in extras}
-        if raw != letter:
-            rec["answer_raw"] = raw  # e.g. "2": kept so an export can write it back verbatim
-        if extra:
-            rec["extra"] = extra
+        try:
+            rec: dict[str, Any] = {"index": _required(row, "index", where)}
+            if image_col == "image":
+                rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
+            else:
+                rec["image_path"] = _required(row, "image_path", where)
+            rec["question"] = _required(row, "question", where)
+            options = {k: _cell(row[k]) for k in OPTION_LETTERS
+                       if k in row and not _missing(row[k])}
+            if len(options) < 2:
+                raise FormatError(f"{where}: columns A-D hold fewer than two non-empty options")
+            rec["options"] = options
+            letter = answer_letter(row.get("answer"), where=where)
+            if letter not in options:
+                raise FormatError(f"{where}: column 'answer' is {letter!r} but option {letter} is empty")
+            rec["answer"] = letter
+            raw = _cell(row.get("answer")).strip()
+            for name in MCQ_OPTIONAL:
+                if name in row and not _missing(row[name]):
+                    rec[name] = _cell(row[name])
+            extra = {c: _cell(row[c]) for c in extras}
+            if raw != letter:
+                rec["answer_raw"] = raw  # e.g. "2": kept so an export can write it back verbatim
+            if extra:
+                rec["extra"] = extra
+            rec["row"] = n
+        except FormatError as exc:
+            if errors is None:
+                raise
+            errors.append({"row": n, "index": _cell(row.get("index")), "reason": str(exc)})
+            continue
         records.append(rec)
-    _check_unique_index(records)
-    return records
+    return _check_unique_index(records, errors)
 
 
-def _normalize_question_type(value: str) -> str:
+def normalize_question_type(value: str) -> str:
+    """Yes-or-No / What / How from common spellings (yes/no, 0-2, lower case); unknown kept."""
     lowered = value.strip().lower().replace("_", "-").replace(" ", "-")
     for qt in QUESTION_TYPES:
         if lowered == qt.lower():
@@ -344,13 +353,20 @@ def _image_column(df: pd.DataFrame, image: str, path: str) -> str:
                       f"(columns: {list(df.columns)})")
 
 
-def _check_unique_index(records: list[dict]) -> None:
+def _check_unique_index(records: list[dict], errors: list | None) -> list[dict]:
     seen: dict[str, int] = {}
-    for n, rec in enumerate(records, start=1):
+    kept = []
+    for rec in records:
         if rec["index"] in seen:
-            raise FormatError(f"row {n}: column 'index' value {rec['index']!r} repeats row "
-                              f"{seen[rec['index']]}")
-        seen[rec["index"]] = n
+            exc = FormatError(f"row {rec['row']}: column 'index' value {rec['index']!r} repeats "
+                              f"row {seen[rec['index']]}")
+            if errors is None:
+                raise exc
+            errors.append({"row": rec["row"], "index": rec["index"], "reason": str(exc)})
+            continue
+        seen[rec["index"]] = rec["row"]
+        kept.append(rec)
+    return kept
 
 
 # -- descriptions ---------------------------------------------------------------------------
@@ -390,8 +406,9 @@ def description_records_to_frame(records: Iterable[dict]) -> pd.DataFrame:
     return _ordered_frame(rows, leading, DESCRIPTION_OPTIONAL)
 
 
-def frame_to_description_records(df: pd.DataFrame) -> list[dict]:
-    """VLMEvalKit description frame -> description records (question optional)."""
+def frame_to_description_records(df: pd.DataFrame, errors: list | None = None) -> list[dict]:
+    """VLMEvalKit description frame -> description records (question optional). `errors`: as
+    in :func:`frame_to_mcq_records`."""
     image_col = _image_column(df, "image", "image_path")
     for col in ("index", "description"):
         if col not in df.columns:
@@ -403,23 +420,29 @@ def frame_to_description_records(df: pd.DataFrame) -> list[dict]:
     records = []
     for n, row in enumerate(df.to_dict(orient="records"), start=1):
         where = _where(n, row.get("index"))
-        rec: dict[str, Any] = {"index": _required(row, "index", where)}
-        if image_col == "image":
-            rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
-        else:
-            rec["image_path"] = _required(row, "image_path", where)
-        if not _missing(row.get("question")):
-            rec["question"] = _cell(row["question"])
-        rec["description"] = _required(row, "description", where)
-        for name in DESCRIPTION_OPTIONAL:
-            if name in row and not _missing(row[name]):
-                rec[name] = _cell(row[name])
-        extra = {c: _cell(row[c]) for c in extras}
-        if extra:
-            rec["extra"] = extra
+        try:
+            rec: dict[str, Any] = {"index": _required(row, "index", where)}
+            if image_col == "image":
+                rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
+            else:
+                rec["image_path"] = _required(row, "image_path", where)
+            if not _missing(row.get("question")):
+                rec["question"] = _cell(row["question"])
+            rec["description"] = _required(row, "description", where)
+            for name in DESCRIPTION_OPTIONAL:
+                if name in row and not _missing(row[name]):
+                    rec[name] = _cell(row[name])
+            extra = {c: _cell(row[c]) for c in extras}
+            if extra:
+                rec["extra"] = extra
+            rec["row"] = n
+        except FormatError as exc:
+            if errors is None:
+                raise
+            errors.append({"row": n, "index": _cell(row.get("index")), "reason": str(exc)})
+            continue
         records.append(rec)
-    _check_unique_index(records)
-    return records
+    return _check_unique_index(records, errors)
 
 
 # -- paired descriptions --------------------------------------------------------------------
@@ -452,8 +475,9 @@ def paired_records_to_frame(records: Iterable[dict]) -> pd.DataFrame:
     return _ordered_frame(rows, leading, PAIRED_OPTIONAL)
 
 
-def frame_to_paired_records(df: pd.DataFrame) -> list[dict]:
-    """Paired frame -> paired records (answer A/B when present)."""
+def frame_to_paired_records(df: pd.DataFrame, errors: list | None = None) -> list[dict]:
+    """Paired frame -> paired records (answer A/B when present). `errors`: as in
+    :func:`frame_to_mcq_records`."""
     for col in ("index", "image_a", "image_b", "description"):
         if col not in df.columns:
             raise FormatError(f"paired table has no {col!r} column (columns: {list(df.columns)})")
@@ -463,25 +487,31 @@ def frame_to_paired_records(df: pd.DataFrame) -> list[dict]:
     records = []
     for n, row in enumerate(df.to_dict(orient="records"), start=1):
         where = _where(n, row.get("index"))
-        rec: dict[str, Any] = {"index": _required(row, "index", where)}
-        rec["image_a"] = _resolve_image(row.get("image_a"), refs_a, where, "image_a")
-        rec["image_b"] = _resolve_image(row.get("image_b"), refs_b, where, "image_b")
-        rec["description"] = _required(row, "description", where)
-        answer = _paired_answer(row.get("answer"), where)
-        if answer is not None:
-            rec["answer"] = answer
-            raw = _cell(row.get("answer")).strip()
-            if raw != answer:
-                rec["answer_raw"] = raw
-        for name in PAIRED_OPTIONAL:
-            if name in row and not _missing(row[name]):
-                rec[name] = _cell(row[name])
-        extra = {c: _cell(row[c]) for c in extras}
-        if extra:
-            rec["extra"] = extra
+        try:
+            rec: dict[str, Any] = {"index": _required(row, "index", where)}
+            rec["image_a"] = _resolve_image(row.get("image_a"), refs_a, where, "image_a")
+            rec["image_b"] = _resolve_image(row.get("image_b"), refs_b, where, "image_b")
+            rec["description"] = _required(row, "description", where)
+            answer = _paired_answer(row.get("answer"), where)
+            if answer is not None:
+                rec["answer"] = answer
+                raw = _cell(row.get("answer")).strip()
+                if raw != answer:
+                    rec["answer_raw"] = raw
+            for name in PAIRED_OPTIONAL:
+                if name in row and not _missing(row[name]):
+                    rec[name] = _cell(row[name])
+            extra = {c: _cell(row[c]) for c in extras}
+            if extra:
+                rec["extra"] = extra
+            rec["row"] = n
+        except FormatError as exc:
+            if errors is None:
+                raise
+            errors.append({"row": n, "index": _cell(row.get("index")), "reason": str(exc)})
+            continue
         records.append(rec)
-    _check_unique_index(records)
-    return records
+    return _check_unique_index(records, errors)
 
 
 # -- Q-Bench JSON ---------------------------------------------------------------------------

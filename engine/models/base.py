@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from medq.errors import MedQError
+
 MCQ_SUFFIX = "Answer directly only with the option letter from the given choices."
 
 
@@ -86,6 +88,12 @@ class QualityModel(abc.ABC):
     def __init__(self, version: str):
         self.version = version
 
+    @classmethod
+    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> "QualityModel":
+        """A fresh model configured from :class:`medq.settings.ModelSettings` (None = defaults);
+        `kwargs` override individual options. Backends override this to read their fields."""
+        return cls(version or f"{cls.backend}-base", **kwargs)
+
     @abc.abstractmethod
     def answer(self, questions: Sequence[MCQ]) -> list[MCQAnswer]:
         """Option probabilities for each question (no sampling)."""
@@ -112,5 +120,10 @@ class QualityModel(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, folder: Path) -> "QualityModel":
-        """Inverse of :meth:`save`."""
+    def load(cls, folder: Path, **kwargs) -> "QualityModel":
+        """Inverse of :meth:`save` (`kwargs`: backend-specific runtime options such as device)."""
+
+
+class ModelError(MedQError):
+    """A model backend cannot do what was asked (unknown backend, missing package or files,
+    malformed question); the message says what and where."""

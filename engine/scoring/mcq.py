@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-
 from medq.engine.taxonomy import LEVELS, MODALITIES, QUESTION_TYPES
+
 from medq.errors import MedQError
 
 _BARE = re.compile(r"^[A-D]$")

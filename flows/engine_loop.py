@@ -1,0 +1,71 @@
+"""The closed loop: evaluate -> discover -> explore -> route -> annotate -> curate -> fine-tune
+(-> promote), repeated until the round count, the budget, the target or a plateau stops it.
+
+Every step is a sub-flow that first looks for its checkpoint in the catalog, so killing the
+process anywhere and running the flow again resumes the unfinished round without losing or
+duplicating anything. `rounds` is the number of finished rounds the workspace should reach.
+"""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from medq.flows.annotate import annotate
+from medq.flows.bootstrap import bootstrap
+from medq.flows.curate import curate
+from medq.flows.discover import discover
+from medq.flows.explore import explore
+from medq.flows.finetune import finetune
+from medq.flows.route import route
+from medq.tasks.report import publish_round_artifact, round_summary
+from medq.tasks.rounds import (close_round, current_champion, finished_rounds, mark_stopped,
+                               open_round, resolve_config, stop_reason)
+
+
+@flow(name="engine-loop", log_prints=True)
+def engine_loop(workspace: str = ".medq", rounds: int = 3, budget_per_round: float | None = None,
+                total_budget: float | None = None, target_accuracy: float | None = None,
+                annotator: str | None = None, candidates_per_round: int | None = None,
+                plateau_rounds: int | None = None, seed: int = 0,
+                more_rounds: int | None = None) -> list[dict]:
+    """Run rounds until the workspace has `rounds` finished rounds (or a stop rule fires);
+    with `more_rounds`, until it has that many more than now (scheduled deployments).
+
+    Budgets are in lane cost units (see settings.lanes). Returns one summary dict per round run."""
+    logger = get_run_logger()
+    params = {"budget_per_round": budget_per_round, "total_budget": total_budget,
+              "target_accuracy": target_accuracy, "annotator": annotator,
+              "candidates_per_round": candidates_per_round, "plateau_rounds": plateau_rounds,
+              "seed": seed}
+    config = resolve_config(workspace, params)
+    bootstrap(workspace, seed=config["seed"])
+    if more_rounds is not None:
+        rounds = finished_rounds(workspace) + more_rounds
+    summaries = []
+    while finished_rounds(workspace) < rounds:
+        reason = stop_reason(workspace, config["total_budget"], config["target_accuracy"],
+                             config["plateau_rounds"])
+        champion = current_champion(workspace)
+        opened = open_round(workspace, config, champion, stop=reason)
+        if opened["stop"]:
+            logger.info("loop stops: %s", opened["stop"])
+            break
+        round_id, model_in = opened["round_id"], opened["model_in"]
+        discovered = discover(workspace, round_id, model_in)
+        explored = explore(workspace, round_id, model_in, config["candidates_per_round"])
+        routed = route(workspace, round_id, config["budget_per_round"], config["seed"])
+        annotated = annotate(workspace, round_id, config["annotator"], model_in,
+                             config["wait_timeout_s"], config["poll_interval_s"])
+        curated = curate(workspace, round_id, model_in)
+        if not curated["passed"]:
+            mark_stopped(workspace, round_id, f"curation failed: {curated['summary']}")
+            logger.error("round %s stopped: curation suite failed; report stored with the round",
+                         round_id)
+            break
+        tuned = finetune(workspace, round_id, model_in, curated["dataset_id"], config["seed"])
+        summary = round_summary(workspace, round_id, discovered, explored, routed, annotated,
+                                curated, tuned)
+        close_round(workspace, round_id, summary)
+        publish_round_artifact(summary)
+        summaries.append(summary)
+    return summaries
+

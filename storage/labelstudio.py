@@ -1,0 +1,674 @@
+"""Label Studio annotation lanes: projects, task import, progressive pull, catalog upsert.
+
+Projects (one per kind of work, not one per lane label, because what differs is project-level in
+Label Studio: whether pre-annotations are shown and how many annotators each task gets):
+
+- ``<title> · expert``: blind full annotation (no model answer shown, so experts are not
+  anchored by it); ``maximum_annotations`` = the consensus size N (``annotation.consensus``).
+- ``<title> · verify``: the model's answer is imported as a prediction (``model_version``,
+  ``score``) and pre-fills the interface; the annotator accepts or corrects it. Auto-lane spot
+  checks go here too (same work; the task's ``lane`` data field stays ``auto`` and a view lists them).
+- ``<title> · paired``: two images side by side, which one is better and why.
+
+Each project carries a "Most uncertain first" view sorted by ``-data.uncertainty``, and every batch
+is imported in descending uncertainty, so both the Data Manager and the label stream (sequential
+sampling) serve the hardest items first. Task data: ``image`` (a URL the server can reach, see
+``labelstudio.image_access``), ``header``, ``task_id``, ``image_id``, ``round``, ``lane``,
+``uncertainty``, ``modality``.
+
+Idempotency: ``submit`` looks a task up in the catalog's ``annotation_tasks`` (external id) and
+then in Label Studio (tasks of the round carrying the ``task_id`` in their data) before importing;
+an import that fails half-way is re-checked before it is retried, so no task is created twice.
+``pull`` fetches only tasks updated since the previous pull (the server's ``updated_at``; the first
+pull of a process fetches every annotated task) and returns every submitted annotation of the
+asked tasks. :func:`pull_into_catalog` upserts them (one row per annotation, history on edits,
+quarantine for incomplete ones) and marks deleted tasks, all in one transaction after all network
+calls have succeeded.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import quote
+
+from medq.engine.taxonomy import VERDICTS
+from medq.storage.annotation.base import (AnnotationBackend, AnnotationRecord, AnnotationRequest,
+                                          QueueStatus)
+from medq.storage.catalog import loads
+from medq.storage.labelstudio_client import (LabelStudioAuthError, LabelStudioClient,
+                                             LabelStudioError, _transient)
+from medq.storage.labelstudio_config import (labels_to_result, paired_config, result_to_labels,
+                                             single_image_config)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LabelStudioBackend", "LabelStudioError", "LabelStudioAuthError", "ProjectSpec",
+           "PROJECT_KINDS", "LANE_PROJECT", "pull_into_catalog", "wait_for_batch", "WaitResult"]
+
+BACKEND_NAME = "labelstudio"
+UNCERTAIN_VIEW = "Most uncertain first"
+SPOT_CHECK_VIEW = "Spot checks (auto lane)"
+WORKSPACE_MARK = "medq-workspace:"
+# Which project a lane's tasks go to.
+LANE_PROJECT = {"expert": "expert", "verify": "verify", "auto": "verify", "paired": "paired"}
+# Tasks updated this long before the last cursor are fetched again: commits that were in flight
+# when the previous pull ran carry slightly older timestamps.
+CURSOR_MARGIN = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """What one Label Studio project of a workspace looks like."""
+
+    kind: str                   # expert | verify | paired
+    title: str
+    label_config: str
+    show_predictions: bool
+    maximum_annotations: int
+    paired: bool = False
+
+
+PROJECT_KINDS = ("expert", "verify", "paired")
+
+INSTRUCTIONS = (
+    "<p><b>MedQ image quality.</b> Judge the image as acquired, not the anatomy. Use zoom and the "
+    "brightness / contrast sliders (window / level) before deciding.</p><ul>"
+    "<li><b>Verdict</b>: good = no problem that matters for diagnosis; usable = mild degradation, "
+    "still readable; reject = severe degradation.</li>"
+    "<li><b>Degradations</b>: tick every type present, then choose mild or severe for each.</li>"
+    "<li><b>Description</b>: what is wrong, where, how strong; end with 'Overall, the quality of "
+    "this image is good/usable/reject.'</li>"
+    "<li>Verify lane: the model's answer is pre-filled; submit it if right, correct it if not.</li>"
+    "</ul>")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LabelStudioBackend(AnnotationBackend):
+    """Annotation backend on a real Label Studio server (see module docstring).
+
+    `workspace` gives the catalog (external task ids), the object store (images) and the settings
+    (``labelstudio``, ``annotation``). `client` is injectable for tests."""
+
+    name = BACKEND_NAME
+
+    def __init__(self, workspace, *, client: LabelStudioClient | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.workspace = workspace
+        self.settings = workspace.settings
+        ls = self.settings.labelstudio
+        self.client = client or LabelStudioClient(
+            ls.url, ls.token.get_secret_value(), timeout_s=ls.timeout_s, retries=ls.retries,
+            backoff_s=ls.backoff_s, backoff_max_s=ls.backoff_max_s, sleep=sleep)
+        self._projects: dict[str, int] = {}
+        self._cursor: dict[int, datetime] = {}          # project -> newest task updated_at seen
+        self._annotations: dict[int, list[dict]] = {}   # LS task id -> its submitted annotations
+        self._users: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._simulation = None
+
+    @classmethod
+    def from_workspace(cls, workspace) -> "LabelStudioBackend":
+        return cls(workspace)
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    # -- projects -------------------------------------------------------------------------------
+    def project_specs(self, consensus: int | None = None) -> dict[str, ProjectSpec]:
+        title = self.settings.labelstudio.project_title
+        n = max(1, consensus or self.settings.annotation.consensus)
+        single = single_image_config()
+        return {
+            "expert": ProjectSpec("expert", f"{title} · expert", single, False, n),
+            "verify": ProjectSpec("verify", f"{title} · verify", single, True, 1),
+            "paired": ProjectSpec("paired", f"{title} · paired", paired_config(), False, 1, True),
+        }
+
+    def _description(self, spec: ProjectSpec) -> str:
+        return (f"MedQ {spec.kind} lane. Created and updated by MedQ; tasks arrive most uncertain "
+                f"first. {WORKSPACE_MARK} {self.workspace.root}")
+
+    def ensure_project(self, kind: str, *, consensus: int | None = None,
+                       model_version: str | None = None) -> int:
+        """Create or update (idempotently, looked up by title) the project of `kind`; returns its
+        id. Refuses a project of the same title that belongs to another workspace."""
+        spec = self.project_specs(consensus)[kind]
+        sdk, call = self.client.sdk, self.client.call
+        pid = self._projects.get(kind)
+        project = None
+        if pid is None:
+            for p in call(f"list projects titled {spec.title!r}",
+                          lambda: list(sdk.projects.list(title=spec.title, page_size=100))):
+                if p.title == spec.title:
+                    project = call(f"read project {p.id}", sdk.projects.get, p.id)
+                    break
+        else:
+            project = call(f"read project {pid}", sdk.projects.get, pid)
+        wanted = dict(label_config=spec.label_config, show_collab_predictions=spec.show_predictions,
+                      maximum_annotations=spec.maximum_annotations, overlap_cohort_percentage=100,
+                      sampling="Sequential sampling", expert_instruction=INSTRUCTIONS,
+                      show_instruction=False, show_skip_button=True,
+                      description=self._description(spec))
+        if spec.show_predictions and model_version:
+            wanted["model_version"] = model_version
+        if project is None:
+            project = call(f"create project {spec.title!r}", sdk.projects.create,
+                           title=spec.title, **wanted)
+            log.info("created Label Studio project %s (%s)", project.id, spec.title)
+        else:
+            owner = (project.description or "").split(WORKSPACE_MARK)[-1].strip() \
+                if WORKSPACE_MARK in (project.description or "") else None
+            if owner and owner != str(self.workspace.root):
+                raise LabelStudioError(
+                    f"Label Studio project {spec.title!r} (id {project.id}) at {self.url} belongs "
+                    f"to workspace {owner}, not {self.workspace.root}; set labelstudio.project_title "
+                    "to a title of its own for this workspace")
+            changed = {k: v for k, v in wanted.items() if getattr(project, k, None) != v}
+            if changed:
+                call(f"update project {project.id} ({', '.join(sorted(changed))})",
+                     sdk.projects.update, project.id, **changed)
+        pid = int(project.id)
+        self._ensure_views(pid, kind)
+        if self._image_mode() == "local-files":
+            self._ensure_local_storage(pid)
+        self._projects[kind] = pid
+        return pid
+
+    def _ensure_views(self, pid: int, kind: str) -> None:
+        sdk, call = self.client.sdk, self.client.call
+        views = call(f"list views of project {pid}", sdk.views.list, project=pid)
+        titles = {(v.data or {}).get("title") for v in views}
+        wanted = [(UNCERTAIN_VIEW, {"title": UNCERTAIN_VIEW, "ordering": ["-tasks:data.uncertainty"]})]
+        if kind == "verify":
+            wanted.append((SPOT_CHECK_VIEW, {
+                "title": SPOT_CHECK_VIEW, "ordering": ["-tasks:data.uncertainty"],
+                "filters": {"conjunction": "and", "items": [
+                    {"filter": "filter:tasks:data.lane", "operator": "equal", "type": "String",
+                     "value": "auto"}]}}))
+        for title, data in wanted:
+            if title not in titles:
+                call(f"create view {title!r} in project {pid}", sdk.views.create,
+                     project=pid, data=data)
+
+    def _ensure_local_storage(self, pid: int) -> None:
+        root = self._objects_root()
+        sdk, call = self.client.sdk, self.client.call
+        existing = call(f"list local storages of project {pid}", sdk.import_storage.local.list,
+                        project=pid)
+        if any(Path(s.path or "") == root for s in existing):
+            return
+        try:
+            call(f"connect local storage {root} to project {pid}", sdk.import_storage.local.create,
+                 project=pid, path=str(root), title="MedQ objects", use_blob_urls=True,
+                 regex_filter="(?!)")  # serving only: never import files as tasks on a sync
+        except LabelStudioAuthError:
+            raise
+        except LabelStudioError as exc:
+            raise LabelStudioError(
+                f"{exc}. Local file serving needs the server started with "
+                f"LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT at or above {root} "
+                "(infra/labelstudio.sh does; MEDQ_LS_FILES_ROOT), or set "
+                "labelstudio.image_access to presigned or data-uri") from exc
+
+    # -- images ---------------------------------------------------------------------------------
+    def _image_mode(self) -> str:
+        mode = self.settings.labelstudio.image_access
+        if mode == "auto":
+            return "local-files" if self.settings.objects.backend == "local" else "presigned"
+        if mode not in ("local-files", "presigned", "data-uri"):
+            raise LabelStudioError(f"labelstudio.image_access {mode!r} is not one of auto, "
+                                   "local-files, presigned, data-uri")
+        return mode
+
+    def _objects_root(self) -> Path:
+        root = getattr(self.workspace.objects, "root", None)
+        if root is None:
+            raise LabelStudioError("labelstudio.image_access local-files needs the local object "
+                                   f"store (objects.backend is {self.settings.objects.backend!r}); "
+                                   "use presigned or data-uri")
+        return Path(root).resolve()
+
+    def _document_root(self) -> Path:
+        return Path(self.settings.labelstudio.local_files_root or "/").expanduser().resolve()
+
+    def _object_key(self, image_id: str, key: str | None) -> str:
+        """The object key of the image's PNG; renders manifest images into the store once."""
+        if key:
+            return key
+        row = self.workspace.catalog.query("SELECT object_key FROM images WHERE image_id = ?",
+                                           [image_id])
+        if row and row[0]["object_key"]:
+            return row[0]["object_key"]
+        from PIL import Image
+        import numpy as np
+
+        from medq.storage.images import load_images
+        key = f"labelstudio/renders/{image_id}.png"
+        if not self.workspace.objects.exists(key):
+            img = load_images(self.workspace, [image_id])[0]
+            buf = io.BytesIO()
+            Image.fromarray((np.clip(img, 0, 1) * 255).round().astype("uint8")).save(buf, "PNG")
+            self.workspace.objects.put_bytes(key, buf.getvalue(), content_type="image/png")
+        return key
+
+    def image_url(self, image_id: str, key: str | None = None) -> str:
+        """A URL of the image that Label Studio (and the annotator's browser) can open."""
+        key = self._object_key(image_id, key)
+        mode = self._image_mode()
+        if mode == "local-files":
+            path = self._objects_root().joinpath(*key.split("/"))
+            doc_root = self._document_root()
+            try:
+                rel = path.relative_to(doc_root)
+            except ValueError:
+                raise LabelStudioError(
+                    f"image {key} lies at {path}, outside the server's local files root {doc_root} "
+                    "(labelstudio.local_files_root / MEDQ_LS_FILES_ROOT)") from None
+            return "/data/local-files/?d=" + quote(rel.as_posix())
+        if mode == "presigned":
+            return self.workspace.objects.url(key, self.settings.objects.presign_expiry_s)
+        data = self.workspace.objects.get_bytes(key)
+        mime = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
+        return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+    # -- submit ---------------------------------------------------------------------------------
+    def _task_payload(self, req: AnnotationRequest, kind: str) -> dict:
+        u = round(float(req.uncertainty), 4)  # fixed precision: sorts right even as text
+        modality = req.modality or "unknown modality"
+        data = {"image": self.image_url(req.image_id, req.image_key),
+                "header": f"{modality} · {req.lane} lane · round {req.round_id} · "
+                          f"uncertainty {u:.3f}",
+                "task_id": req.task_id, "image_id": req.image_id, "round": req.round_id,
+                "lane": req.lane, "uncertainty": u, "modality": req.modality or ""}
+        if kind == "paired":
+            extra = req.prediction or {}
+            image_b = getattr(req, "image_b_id", None) or extra.get("image_b_id")
+            if not image_b:
+                raise LabelStudioError(f"paired task {req.task_id} names no second image "
+                                       "(image_b_id)")
+            data["image_b"] = self.image_url(image_b, getattr(req, "image_b_key", None)
+                                             or extra.get("image_b_key"))
+            data["image_b_id"] = image_b
+        payload: dict[str, Any] = {"data": data}
+        spec_shows = self.project_specs()[kind].show_predictions
+        pred = req.prediction or {}
+        result = labels_to_result({k: pred.get(k) for k in ("verdict", "degradations",
+                                                            "description")})
+        if spec_shows and result:
+            score = pred.get("score")
+            payload["predictions"] = [{
+                "model_version": str(req.model_version or pred.get("model_version") or "unknown"),
+                "score": float(score) if score is not None else None, "result": result}]
+        return payload
+
+    def _catalog_tasks(self, task_ids: Sequence[str] | None) -> dict[str, dict]:
+        cat = self.workspace.catalog
+        sql = ("SELECT t.task_id, t.round_id, t.image_id, t.lane, t.external_id, t.status, "
+               "t.prediction, i.modality FROM annotation_tasks t LEFT JOIN images i "
+               "USING (image_id) WHERE t.backend = ?")
+        if task_ids is None:
+            rows = cat.query(sql, [BACKEND_NAME])
+        else:
+            rows = []
+            ids = list(dict.fromkeys(task_ids))
+            for s in range(0, len(ids), 5000):
+                rows += cat.query(sql + " AND t.task_id IN (SELECT unnest(?::VARCHAR[]))",
+                                  [BACKEND_NAME, ids[s:s + 5000]])
+        return {r["task_id"]: r for r in rows}
+
+    def _find_existing(self, pid: int, round_ids: Iterable[str], wanted: set[str]) -> dict[str, int]:
+        """task_id -> LS task id for tasks of these rounds already in project `pid`."""
+        found: dict[str, int] = {}
+        for rnd in sorted(set(round_ids)):
+            for t in self.client.list_tasks(
+                    f"look up tasks of round {rnd} in project {pid}", pid,
+                    filters=[{"filter": "filter:tasks:data.round", "operator": "equal",
+                              "type": "String", "value": rnd}],
+                    include="id,data", page_size=self.settings.labelstudio.page_size):
+                tid = (t.get("data") or {}).get("task_id")
+                if tid in wanted and tid not in found:
+                    found[tid] = int(t["id"])
+        return found
+
+    def _import_chunk(self, pid: int, chunk: list[tuple[AnnotationRequest, dict]]) -> dict[str, int]:
+        """Import one chunk; after a failed attempt, re-check what arrived before retrying."""
+        ls = self.settings.labelstudio
+        attempt = 0
+        todo = chunk
+        done: dict[str, int] = {}
+        while True:
+            try:
+                resp = self.client.call(
+                    f"import {len(todo)} tasks into project {pid}", self.client.sdk.projects.import_tasks,
+                    pid, request=[p for _, p in todo], return_task_ids=True, retry=False)
+                ids = list(resp.task_ids or [])
+                if len(ids) != len(todo):
+                    raise LabelStudioError(f"Label Studio at {self.url} returned {len(ids)} task ids "
+                                           f"for {len(todo)} imported tasks (project {pid})")
+                done.update({req.task_id: int(i) for (req, _), i in zip(todo, ids)})
+                return done
+            except LabelStudioAuthError:
+                raise
+            except LabelStudioError as exc:
+                cause = exc.__cause__
+                if cause is None or not _transient(cause) or attempt >= ls.retries:
+                    raise
+                time.sleep(min(ls.backoff_s * 2 ** attempt, ls.backoff_max_s))
+                attempt += 1
+                arrived = self._find_existing(pid, {r.round_id for r, _ in todo},
+                                              {r.task_id for r, _ in todo})
+                done.update(arrived)
+                todo = [(r, p) for r, p in todo if r.task_id not in arrived]
+                if not todo:
+                    return done
+
+    def submit(self, requests: Sequence[AnnotationRequest]) -> dict[str, str]:
+        """Send tasks (idempotent by task_id); returns task_id -> Label Studio task id. Tasks
+        marked deleted in the catalog are not sent again (someone removed them on purpose)."""
+        requests = list({r.task_id: r for r in requests}.values())
+        if not requests:
+            return {}
+        for r in requests:
+            if r.lane not in LANE_PROJECT:
+                raise LabelStudioError(f"task {r.task_id}: unknown lane {r.lane!r}; lanes: "
+                                       f"{sorted(LANE_PROJECT)}")
+        self.client.check()
+        known = self._catalog_tasks([r.task_id for r in requests])
+        out: dict[str, str] = {}
+        by_kind: dict[str, list[AnnotationRequest]] = {}
+        for r in requests:
+            row = known.get(r.task_id)
+            if row and row["status"] == "deleted":
+                continue
+            if row and row["external_id"]:
+                out[r.task_id] = str(row["external_id"])
+                continue
+            by_kind.setdefault(LANE_PROJECT[r.lane], []).append(r)
+        for kind, reqs in by_kind.items():
+            consensus = max([self.settings.annotation.consensus] +
+                            [r.n_annotators for r in reqs]) if kind == "expert" else None
+            versions = [r.model_version or (r.prediction or {}).get("model_version") for r in reqs]
+            pid = self.ensure_project(kind, consensus=consensus,
+                                      model_version=next((v for v in versions if v), None))
+            existing = self._find_existing(pid, {r.round_id for r in reqs}, {r.task_id for r in reqs})
+            self._record(pid, [r for r in reqs if r.task_id in existing], existing)
+            out.update({t: str(i) for t, i in existing.items()})
+            fresh = sorted((r for r in reqs if r.task_id not in existing),
+                           key=lambda r: (-float(r.uncertainty), r.task_id))
+            chunk_size = self.settings.labelstudio.import_chunk
+            for s in range(0, len(fresh), chunk_size):
+                part = fresh[s:s + chunk_size]
+                ids = self._import_chunk(pid, [(r, self._task_payload(r, kind)) for r in part])
+                self._record(pid, part, ids)  # catalog follows every confirmed chunk
+                out.update({t: str(i) for t, i in ids.items()})
+        if self.settings.labelstudio.simulated_annotators > 0:
+            self._start_simulation(requests)
+        return out
+
+    def _record(self, pid: int, reqs: Sequence[AnnotationRequest], ids: dict[str, int]) -> None:
+        if not reqs:
+            return
+        self.workspace.catalog.upsert("annotation_tasks", [
+            {"task_id": r.task_id, "round_id": r.round_id, "image_id": r.image_id, "lane": r.lane,
+             "backend": BACKEND_NAME, "external_id": str(ids[r.task_id]), "status": "sent",
+             "uncertainty": float(r.uncertainty), "prediction": r.prediction}
+            for r in reqs if r.task_id in ids])
+
+    # -- pull -----------------------------------------------------------------------------------
+    def _user_email(self, uid: Any) -> str:
+        if uid is None:
+            return "unknown"
+        if isinstance(uid, dict):
+            return str(uid.get("email") or uid.get("id"))
+        uid = int(uid)
+        if uid not in self._users:
+            users = self.client.call("list users", lambda: list(self.client.sdk.users.list()))
+            self._users.update({int(u.id): (u.email or u.username or str(u.id)) for u in users})
+        return self._users.get(uid, f"user-{uid}")
+
+    def _fetch_updates(self, pid: int, *, full: bool = False) -> None:
+        """Refresh the annotation cache of project `pid` from tasks updated since the cursor."""
+        cursor = None if full else self._cursor.get(pid)
+        if cursor is None:
+            filters = [{"filter": "filter:tasks:total_annotations", "operator": "greater",
+                        "type": "Number", "value": 0}]
+        else:
+            filters = [{"filter": "filter:tasks:updated_at", "operator": "greater",
+                        "type": "Datetime", "value": _iso(cursor - CURSOR_MARGIN)}]
+        newest = cursor
+        for t in self.client.list_tasks(f"pull annotations of project {pid}", pid, filters=filters,
+                                        include="id,annotations,updated_at", fields="all",
+                                        page_size=self.settings.labelstudio.page_size):
+            self._annotations[int(t["id"])] = [a for a in (t.get("annotations") or [])
+                                              if not a.get("was_cancelled")]
+            ts = _parse_time(t.get("updated_at"))
+            if ts and (newest is None or ts > newest):
+                newest = ts
+        if newest is not None:
+            self._cursor[pid] = newest
+
+    def pull(self, task_ids: Sequence[str] | None = None, *, full: bool = False
+             ) -> list[AnnotationRecord]:
+        """Every submitted (not skipped) annotation of `task_ids` (all tasks of this workspace when
+        None) as records. Only tasks updated since the previous pull are fetched unless `full`.
+        Incomplete annotations come back too, with their problems in ``raw["problems"]``."""
+        rows = self._catalog_tasks(task_ids)
+        rows = {t: r for t, r in rows.items() if r["external_id"]}
+        kinds = {LANE_PROJECT.get(r["lane"], "verify") for r in rows.values()}
+        with self._lock:
+            for kind in sorted(kinds):
+                self._fetch_updates(self.ensure_project(kind), full=full)
+            records = []
+            for task_id, row in rows.items():
+                for ann in self._annotations.get(int(row["external_id"]), []):
+                    records.append(self._to_record(row, ann))
+        return records
+
+    def _to_record(self, row: dict, ann: dict) -> AnnotationRecord:
+        paired = LANE_PROJECT.get(row["lane"]) == "paired"
+        parsed = result_to_labels(ann.get("result"), paired=paired)
+        accepted = None
+        pred = loads(row["prediction"]) if isinstance(row["prediction"], str) else row["prediction"]
+        if row["lane"] in ("verify", "auto") and pred and pred.get("verdict"):
+            accepted = parsed.verdict == pred.get("verdict")
+            if accepted and pred.get("degradations") is not None:
+                accepted = sorted((d["type"], int(d["level"])) for d in pred["degradations"]) == \
+                    sorted((d["type"], d["level"]) for d in parsed.degradations)
+        raw = {"ls_annotation_id": ann.get("id"), "ls_task_id": int(row["external_id"]),
+               "lead_time": ann.get("lead_time"), "result": ann.get("result") or [],
+               "parent_prediction": ann.get("parent_prediction"),
+               "problems": parsed.problems}
+        if parsed.better is not None:
+            raw["better"] = parsed.better
+        return AnnotationRecord(
+            annotation_id=f"ls:{ann['id']}", task_id=row["task_id"], round_id=row["round_id"],
+            image_id=row["image_id"], annotator=self._user_email(ann.get("completed_by")),
+            lane=row["lane"], verdict=parsed.verdict, degradations=parsed.degradations,
+            description=parsed.description, modality=row.get("modality"),
+            accepted_prediction=accepted, updated_at=ann.get("updated_at"), raw=raw)
+
+    # -- status ---------------------------------------------------------------------------------
+    def task_states(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """task_id -> ``done`` (every requested annotation slot submitted or skipped),
+        ``pending``, ``deleted`` (gone from Label Studio) or ``unsent`` (no external id)."""
+        rows = self._catalog_tasks(task_ids)
+        states = {t: "unsent" for t in task_ids}
+        by_kind: dict[str, dict[int, str]] = {}
+        for t, r in rows.items():
+            if r["status"] == "deleted":
+                states[t] = "deleted"
+            elif r["external_id"]:
+                by_kind.setdefault(LANE_PROJECT.get(r["lane"], "verify"), {})[int(r["external_id"])] = t
+        for kind, ext in by_kind.items():
+            pid = self.ensure_project(kind)
+            seen: dict[int, dict] = {}
+            lo, hi = min(ext), max(ext)
+            for t in self.client.list_tasks(
+                    f"read task states of project {pid}", pid,
+                    filters=[{"filter": "filter:tasks:id", "operator": "in", "type": "Number",
+                              "value": {"min": lo, "max": hi}}],
+                    include="id,total_annotations,cancelled_annotations,overlap",
+                    page_size=self.settings.labelstudio.page_size):
+                if int(t["id"]) in ext:
+                    seen[int(t["id"])] = t
+            for ext_id, task_id in ext.items():
+                t = seen.get(ext_id)
+                if t is None:
+                    states[task_id] = "deleted"
+                else:
+                    n = int(t.get("total_annotations") or 0) + int(t.get("cancelled_annotations") or 0)
+                    states[task_id] = "done" if n >= max(1, int(t.get("overlap") or 1)) else "pending"
+        return states
+
+    def status(self, task_ids: Sequence[str]) -> QueueStatus:
+        states = self.task_states(list(task_ids))
+        done = sum(s == "done" for s in states.values())
+        deleted = sum(s == "deleted" for s in states.values())
+        return QueueStatus(total=len(states), done=done, pending=len(states) - done - deleted,
+                           deleted=deleted)
+
+    # -- simulated annotators -------------------------------------------------------------------
+    def _start_simulation(self, requests: Sequence[AnnotationRequest]) -> None:
+        from medq.storage.annotation.ls_simulated import SimulatedTeam
+        from medq.storage.annotation.simulated import catalog_truth
+        truth = catalog_truth(self.workspace.catalog)([r.image_id for r in requests])
+        if self._simulation is None:
+            ls = self.settings.labelstudio
+            self._simulation = SimulatedTeam.create(
+                self.client, n=ls.simulated_annotators, error_rate=self.settings.annotation.error_rate,
+                delay_s=ls.simulated_delay_s, seed=self.settings.model.seed)
+        self._simulation.add_truth(truth)
+        self._simulation.start([self._projects[k] for k in sorted(set(
+            LANE_PROJECT[r.lane] for r in requests))])
+
+    def close(self) -> None:
+        if self._simulation is not None:
+            self._simulation.stop()
+        self.client.close()
+
+
+# -- catalog --------------------------------------------------------------------------------------
+def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence[str] | None = None,
+                      *, full: bool = False) -> dict[str, Any]:
+    """Pull annotations of `task_ids` and write them to the catalog in one transaction.
+
+    One row per annotation (``annotations``); re-pulling changes nothing; an edited annotation
+    updates its row, bumps ``version`` and keeps the previous content in ``annotation_history``
+    (see :func:`medq.storage.annotation.records.upsert_annotations`). Annotations with missing
+    or invalid fields go to ``quarantine`` (stage ``annotation``) with the reason. Tasks gone from
+    Label Studio are marked ``deleted`` in ``annotation_tasks``, finished ones ``done``. Network
+    first, then one transaction: a failure leaves the catalog as it was.
+
+    Returns counts: annotations, inserted, updated, unchanged, quarantined, done, deleted,
+    pending, and `deleted_tasks` (their ids)."""
+    from medq.storage.annotation.records import upsert_annotations
+
+    records = backend.pull(task_ids, full=full)
+    asked = list(task_ids) if task_ids is not None else list(backend._catalog_tasks(None))
+    states = backend.task_states(asked)
+    bad, good = [], []
+    for rec in records:
+        problems = list(rec.raw.get("problems") or [])
+        if not problems and rec.lane != "paired" and rec.verdict not in VERDICTS:
+            problems.append("missing verdict" if rec.verdict is None else
+                            f"unknown verdict {rec.verdict!r}")
+        (bad if problems else good).append((rec, problems))
+    catalog = workspace.catalog
+    with catalog.transaction() as tx:
+        counts = upsert_annotations(catalog, [r for r, _ in good if r.lane != "paired"])
+        quarantine = [{"quarantine_id": f"annotation:{rec.annotation_id}", "stage": "annotation",
+                       "ref": rec.annotation_id, "round_id": rec.round_id,
+                       "reason": f"{'; '.join(problems)} (task {rec.task_id}, annotator "
+                                 f"{rec.annotator}, Label Studio task {rec.raw.get('ls_task_id')})",
+                       "payload": rec.to_row()} for rec, problems in bad]
+        tx.upsert("quarantine", quarantine)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        changes = [{"task_id": t, "status": s, "updated_at": now}
+                   for t, s in states.items() if s in ("done", "deleted")]
+        if changes:
+            current = {r["task_id"]: r["status"] for r in tx.query(
+                "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
+                "(SELECT unnest(?::VARCHAR[]))", [[c["task_id"] for c in changes]])}
+            tx.upsert("annotation_tasks", [c for c in changes
+                                           if current.get(c["task_id"]) not in (None, c["status"])])
+    deleted = sorted(t for t, s in states.items() if s == "deleted")
+    return {"annotations": len(records), **counts, "quarantined": counts["quarantined"] + len(bad),
+            "done": sum(s == "done" for s in states.values()), "deleted": len(deleted),
+            "pending": sum(s == "pending" for s in states.values()), "deleted_tasks": deleted,
+            "paired": sum(r.lane == "paired" for r, _ in good)}
+
+
+# -- waiting --------------------------------------------------------------------------------------
+@dataclass
+class WaitResult:
+    """How a wait ended. `state`: ``done`` (nothing pending), ``stopped`` (the stop rule, e.g.
+    the budget, said enough) or ``timeout``. `message` is one human-readable line."""
+
+    state: str
+    status: QueueStatus
+    elapsed_s: float
+    polls: int
+    message: str
+    pulled: dict[str, Any] = field(default_factory=dict)
+
+
+def wait_for_batch(backend: AnnotationBackend, task_ids: Sequence[str], *,
+                   timeout_s: float | None = None, poll_interval_s: float | None = None,
+                   workspace=None, stop_when: Callable[[QueueStatus], bool] | None = None,
+                   on_poll: Callable[[QueueStatus], None] | None = None,
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> WaitResult:
+    """Poll `backend.status(task_ids)` until nothing is pending, `stop_when(status)` is true or
+    `timeout_s` passed (defaults: ``annotation.wait_timeout_s`` / ``poll_interval_s``). With
+    `workspace` (a Label Studio backend), every poll also pulls finished annotations into the
+    catalog, so a round sees its labels progressively. Never raises on timeout: the result says."""
+    settings = getattr(getattr(backend, "settings", None), "annotation", None)
+    timeout_s = timeout_s if timeout_s is not None else (settings.wait_timeout_s if settings else 600.0)
+    poll_interval_s = poll_interval_s if poll_interval_s is not None else (
+        settings.poll_interval_s if settings else 2.0)
+    ids = list(task_ids)
+    start = clock()
+    polls = 0
+    pulled: dict[str, Any] = {}
+    while True:
+        status = backend.status(ids)
+        polls += 1
+        if workspace is not None and isinstance(backend, LabelStudioBackend):
+            pulled = pull_into_catalog(workspace, backend, ids)
+        if on_poll is not None:
+            on_poll(status)
+        elapsed = clock() - start
+        summary = (f"{status.done} of {status.total} tasks done, {status.pending} pending, "
+                   f"{status.deleted} deleted")
+        if status.finished:
+            return WaitResult("done", status, elapsed, polls, f"batch finished: {summary} "
+                              f"after {elapsed:.0f} s", pulled)
+        if stop_when is not None and stop_when(status):
+            return WaitResult("stopped", status, elapsed, polls, f"stopped by rule: {summary} "
+                              f"after {elapsed:.0f} s", pulled)
+        if elapsed >= timeout_s:
+            where = f" at {backend.url}" if hasattr(backend, "url") else ""
+            return WaitResult("timeout", status, elapsed, polls,
+                              f"timed out after {timeout_s:.0f} s waiting for annotations{where}: "
+                              f"{summary}", pulled)
+        sleep(min(poll_interval_s, max(0.0, timeout_s - elapsed)))
