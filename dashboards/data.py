@@ -384,15 +384,19 @@ def prototype_gallery(db: str | os.PathLike, round_id: str, *, limit: int = 8,
             return []
         ids = [p["prototype_id"] for p in protos]
         mem = _rows(con, """
-            SELECT f.prototype_id, i.item_id, i.image_id, i.modality, i.question_type, i.level,
-                   i.question
-            FROM failures f JOIN items i USING (item_id)
-                            JOIN prototypes p ON p.prototype_id = f.prototype_id
-            WHERE f.round_id = ? AND f.prototype_id IN (SELECT unnest(?::VARCHAR[]))
-              AND i.item_id IS DISTINCT FROM p.medoid_item_id
-              AND i.image_id IS DISTINCT FROM p.medoid_image_id
-            QUALIFY row_number() OVER (PARTITION BY f.prototype_id
-                                       ORDER BY f.severity DESC NULLS LAST, i.item_id) <= ?""",
+            WITH m AS (
+              SELECT f.prototype_id, f.severity, i.item_id, i.image_id, i.modality,
+                     i.question_type, i.level, i.question
+              FROM failures f JOIN items i USING (item_id)
+                              JOIN prototypes p ON p.prototype_id = f.prototype_id
+              WHERE f.round_id = ? AND f.prototype_id IN (SELECT unnest(?::VARCHAR[]))
+                AND i.image_id IS DISTINCT FROM p.medoid_image_id
+              -- several questions may share an image: show each image once
+              QUALIFY row_number() OVER (PARTITION BY f.prototype_id, i.image_id
+                                         ORDER BY f.severity DESC NULLS LAST, i.item_id) = 1)
+            SELECT * EXCLUDE (severity) FROM m
+            QUALIFY row_number() OVER (PARTITION BY prototype_id
+                                       ORDER BY severity DESC NULLS LAST, item_id) <= ?""",
                     [round_id, ids, int(members)])
         by_proto: dict[str, list[dict]] = {}
         for m in mem:
@@ -406,10 +410,11 @@ def prototype_gallery(db: str | os.PathLike, round_id: str, *, limit: int = 8,
                 SELECT x.prototype_id, i.item_id, i.image_id, i.modality, i.question_type,
                        i.level, i.question
                 FROM x JOIN items i USING (item_id)
-                WHERE i.item_id IS DISTINCT FROM x.medoid_item_id""",
-                              [int(members) + 1, lacking]):
+                WHERE i.image_id IS DISTINCT FROM (SELECT medoid_image_id FROM prototypes p
+                                                   WHERE p.prototype_id = x.prototype_id)""",
+                              [4 * int(members), lacking]):
                 lst = by_proto.setdefault(m.pop("prototype_id"), [])
-                if len(lst) < members:
+                if len(lst) < members and all(o["image_id"] != m["image_id"] for o in lst):
                     lst.append(m)
     for p in protos:
         p["members"] = by_proto.get(p["prototype_id"], [])
@@ -476,3 +481,37 @@ def round_ids_with_prototypes(db: str | os.PathLike) -> list[tuple[str, int, int
         return [tuple(r) for r in con.execute("""
             SELECT p.round_id, r.round_index, count(*) FROM prototypes p JOIN rounds r USING (round_id)
             WHERE NOT coalesce(p.is_noise, FALSE) GROUP BY ALL ORDER BY r.round_index DESC""").fetchall()]
+
+
+def efficiency_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean, min and max accuracy over seeds per (strategy, annotations)."""
+    g = curves.groupby(["strategy", "annotations"], as_index=False)["accuracy"]
+    return g.agg(mean="mean", low="min", high="max", seeds="count")
+
+
+def sample_efficiency_ratio(curves: pd.DataFrame, baseline: str = "random") -> dict[str, float]:
+    """Per strategy: how many times fewer annotations it needs than `baseline` to reach the
+    baseline's final (largest-budget) mean accuracy, by linear interpolation on the mean curve.
+    Strategies that never reach it (or a missing baseline) are left out."""
+    mean = efficiency_curves(curves)
+    base = mean[mean["strategy"].str.lower() == baseline.lower()].sort_values("annotations")
+    if base.empty:
+        return {}
+    target, base_n = float(base["mean"].iloc[-1]), float(base["annotations"].iloc[-1])
+    out = {}
+    for strategy, g in mean.groupby("strategy"):
+        if strategy.lower() == baseline.lower():
+            continue
+        g = g.sort_values("annotations")
+        xs, ys = g["annotations"].to_numpy(float), g["mean"].to_numpy(float)
+        hit = next((i for i, y in enumerate(ys) if y >= target), None)
+        if hit is None:
+            continue
+        if hit == 0:
+            needed = xs[0]
+        else:  # interpolate between the last point below and the first at/above the target
+            x0, x1, y0, y1 = xs[hit - 1], xs[hit], ys[hit - 1], ys[hit]
+            needed = x0 + (target - y0) * (x1 - x0) / (y1 - y0) if y1 > y0 else x1
+        if needed > 0:
+            out[strategy] = base_n / needed
+    return out

@@ -81,10 +81,24 @@ def scale(mapping: Mapping[str, str], values: Iterable[str], order: Iterable[str
     return alt.Scale(domain=domain, range=[color_for(v, mapping) for v in domain])
 
 
+class _DegradationColors(dict):
+    """Every degradation type in one slate blue, clean images ("none") in grey."""
+
+    def __init__(self):
+        super().__init__(none="#BDBDBD")
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def __missing__(self, key) -> str:
+        return "#4C6A92"
+
+
 # Which palette and order colours each breakdown dimension of the dashboard.
 DIMENSIONS: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {
     "modality": (MODALITY, MODALITIES),
     "question type": (QUESTION_TYPE, QUESTION_TYPES),
     "level": (LEVEL, tuple(LEVELS.values())),
-    "degradation": ({"none": "#BDBDBD"}, ("none",)),
+    # one hue for every degradation type (a type may span modalities); "none" grey
+    "degradation": (_DegradationColors(), ("none",)),
 }

@@ -78,7 +78,8 @@ def decide_promotion(candidate: Mapping[str, Any], current: Mapping[str, Any] | 
         if drop > tol:
             failures.append(f"{name} dropped by {drop:.4f} (> {tol:g})")
     suffix = f"; {'; '.join(notes)}" if notes else ""
-    if delta <= margin:
+    # a gain equal to the margin up to float rounding (0.605 - 0.600) does not count as more
+    if delta <= margin + 1e-12:
         verb = "fell" if delta < 0 else "rose only"
         return PromotionDecision(False, f"kept current model: {metric} {verb} by {delta:+.4f} "
                                         f"({cur:.4f} -> {cand:.4f}), needs > +{margin:g}{suffix}",

@@ -42,6 +42,8 @@ class ObjectStoreSettings(BaseModel):
 
     backend: str = Field("local", description="Object store backend: local | s3.")
     local_root: Path = Path("objects")
+    local_fsync: bool = Field(False, description="fsync every local object (power-cut durability; "
+                              "writes are atomic either way).")
     s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of MinIO or any S3 endpoint.")
     s3_bucket: str = "medq"
     s3_access_key: SecretStr = SecretStr("")
@@ -217,6 +219,11 @@ class PrefectSettings(BaseModel):
 class DashboardSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
+    cache_ttl_s: float = Field(10.0, gt=0, description="How long the dashboard reuses a query "
+                               "result (a catalog write invalidates it sooner).")
+    sample_efficiency_json: Path | None = Field(
+        None, description="Benchmark curves to show; None: benchmarks/results/"
+        "sample_efficiency.json under the workspace, the current folder or the repository.")
 
 
 class ServicesSettings(BaseModel):

@@ -61,6 +61,9 @@ LANE_PROJECT = {"expert": "expert", "verify": "verify", "auto": "verify", "paire
 # Tasks updated this long before the last cursor are fetched again: commits that were in flight
 # when the previous pull ran carry slightly older timestamps.
 CURSOR_MARGIN = timedelta(seconds=5)
+# The Data Manager applies `include` to the task and to its nested annotations alike: naming the
+# annotation fields here returns just those (about 3x faster than every field of every task).
+PULL_FIELDS = "id,updated_at,annotations,result,completed_by,was_cancelled,lead_time,parent_prediction"
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,7 @@ class LabelStudioBackend(AnnotationBackend):
         return (f"MedQ {spec.kind} lane. Created and updated by MedQ; tasks arrive most uncertain "
                 f"first. {WORKSPACE_MARK} {self.workspace.root}")
 
-    def ensure_project(self, kind: str, *, consensus: int | None = None,
-                       model_version: str | None = None) -> int:
+    def ensure_project(self, kind: str, *, consensus: int | None = None) -> int:
         """Create or update (idempotently, looked up by title) the project of `kind`; returns its
         id. Refuses a project of the same title that belongs to another workspace."""
         spec = self.project_specs(consensus)[kind]
@@ -169,8 +171,6 @@ class LabelStudioBackend(AnnotationBackend):
                       sampling="Sequential sampling", expert_instruction=INSTRUCTIONS,
                       show_instruction=False, show_skip_button=True,
                       description=self._description(spec))
-        if spec.show_predictions and model_version:
-            wanted["model_version"] = model_version
         if project is None:
             project = call(f"create project {spec.title!r}", sdk.projects.create,
                            title=spec.title, **wanted)
@@ -407,9 +407,7 @@ class LabelStudioBackend(AnnotationBackend):
         for kind, reqs in by_kind.items():
             consensus = max([self.settings.annotation.consensus] +
                             [r.n_annotators for r in reqs]) if kind == "expert" else None
-            versions = [r.model_version or (r.prediction or {}).get("model_version") for r in reqs]
-            pid = self.ensure_project(kind, consensus=consensus,
-                                      model_version=next((v for v in versions if v), None))
+            pid = self.ensure_project(kind, consensus=consensus)
             existing = self._find_existing(pid, {r.round_id for r in reqs}, {r.task_id for r in reqs})
             self._record(pid, [r for r in reqs if r.task_id in existing], existing)
             out.update({t: str(i) for t, i in existing.items()})
@@ -421,9 +419,25 @@ class LabelStudioBackend(AnnotationBackend):
                 ids = self._import_chunk(pid, [(r, self._task_payload(r, kind)) for r in part])
                 self._record(pid, part, ids)  # catalog follows every confirmed chunk
                 out.update({t: str(i) for t, i in ids.items()})
+            if self.project_specs()[kind].show_predictions:
+                self._show_model_version(pid, reqs)
         if self.settings.labelstudio.simulated_annotators > 0:
             self._start_simulation(requests)
         return out
+
+    def _show_model_version(self, pid: int, reqs: Sequence[AnnotationRequest]) -> None:
+        """Make the project pre-fill the interface with the newest model's predictions. Label
+        Studio accepts only a version that has predictions in the project, so this follows the
+        import."""
+        versions = [r.model_version or (r.prediction or {}).get("model_version") for r in reqs]
+        version = next((str(v) for v in reversed(versions) if v), None)
+        if version is None:
+            return
+        sdk, call = self.client.sdk, self.client.call
+        project = call(f"read project {pid}", sdk.projects.get, pid)
+        if project.model_version != version:
+            call(f"show predictions of model {version} in project {pid}", sdk.projects.update,
+                 pid, model_version=version)
 
     def _record(self, pid: int, reqs: Sequence[AnnotationRequest], ids: dict[str, int]) -> None:
         if not reqs:
@@ -457,7 +471,7 @@ class LabelStudioBackend(AnnotationBackend):
                         "type": "Datetime", "value": _iso(cursor - CURSOR_MARGIN)}]
         newest = cursor
         for t in self.client.list_tasks(f"pull annotations of project {pid}", pid, filters=filters,
-                                        include="id,annotations,updated_at", fields="all",
+                                        include=PULL_FIELDS, fields="all",
                                         page_size=self.settings.labelstudio.page_size):
             self._annotations[int(t["id"])] = [a for a in (t.get("annotations") or [])
                                               if not a.get("was_cancelled")]

@@ -37,7 +37,12 @@ from medq.engine.taxonomy import QUESTION_TYPES
 from medq.storage.catalog import loads
 from medq.storage.ingest.errors import Rejected
 from medq.storage.ingest.store import ImageWriter, decode_exact
-from medq.storage.medqbench_io import read_tsv, write_tsv
+from medq.storage.medqbench_io import (
+    read_qbench_json,
+    read_tsv,
+    write_qbench_json,
+    write_tsv,
+)
 
 TASKS = ("mcq", "description", "paired")
 DEFAULT_FILES = {"mcq": "medqbench_QA_{split}", "description": "medqbench_description_{split}",
@@ -120,6 +125,15 @@ def import_medqbench(workspace, tsv: Path | str, task: str | None = None, split:
         raise FormatError(f"{tsv}: columns {list(df.columns)} are those of a {detected!r} TSV, "
                           f"not {task!r}")
     dataset = tsv.name[:-4] if tsv.name.lower().endswith(".tsv") else tsv.stem
+    return import_frame(workspace, df, tsv, task=task, split=split, dataset=dataset,
+                        base=tsv.parent, strict=strict, source=source, on_reject=on_reject)
+
+
+def import_frame(workspace, df: pd.DataFrame, tsv: Path, *, task: str, split: str, dataset: str,
+                 base: Path, strict: bool = True, source: str = "medqbench",
+                 on_reject: Callable[[str, str], None] | None = None) -> ImportSummary:
+    """Import a MedQ-Bench-shaped frame read from `tsv` (see :func:`import_medqbench`);
+    ``image_path`` cells are relative to `base`."""
     summary = ImportSummary(file=str(tsv), task=task, split=split, dataset=dataset, rows=len(df))
     errors: list[dict] | None = None if strict else []
     try:
@@ -134,7 +148,7 @@ def import_medqbench(workspace, tsv: Path | str, task: str | None = None, split:
     for rec in records:
         try:
             items.append(_item(rec, task=task, split=split, dataset=dataset, source=source,
-                               columns=list(df.columns), base=tsv.parent, writer=writer,
+                               columns=list(df.columns), base=base, writer=writer,
                                opts=opts, unknown=unknown, tsv=tsv))
         except (FormatError, Rejected) as exc:
             reason = str(exc) if isinstance(exc, FormatError) else f"{exc.reason}"
@@ -257,6 +271,8 @@ def _item(rec: dict, *, task: str, split: str, dataset: str, source: str, column
             item["verdict"] = verdict_from_text(rec["description"])
     if rec.get("answer_raw") is not None:
         extra["answer_raw"] = rec["answer_raw"]
+    if rec.get("image_refs"):
+        extra["image_refs"] = rec["image_refs"]
     if cells:
         extra["cells"] = cells
     item["extra"] = extra
@@ -360,6 +376,7 @@ def _export_frame(workspace, kind: str, items: list[dict], out_dir: Path) -> pd.
         for i, raw in enumerate(answers_raw):
             if raw is not None:
                 frame.at[i, "answer"] = raw
+    _restore_image_refs(frame, [it["_extra"].get("image_refs") for it in items])
     columns = items[0]["_extra"].get("columns")
     if columns:
         for c in columns:
@@ -367,6 +384,18 @@ def _export_frame(workspace, kind: str, items: list[dict], out_dir: Path) -> pd.
                 frame[c] = ""
         frame = frame[list(columns) + [c for c in frame.columns if c not in columns]]
     return frame
+
+
+def _restore_image_refs(frame: pd.DataFrame, refs: list[dict | None]) -> None:
+    """Write back VLMEvalKit image references (a cell holding another row's index) where the
+    imported file had them and the referenced row is exported with the same image."""
+    position = {idx: i for i, idx in enumerate(frame["index"])}
+    for i, row_refs in enumerate(refs):
+        for column, target in (row_refs or {}).items():
+            j = position.get(target)
+            if column in frame.columns and j is not None and j != i and \
+                    frame.at[j, column] == frame.at[i, column]:
+                frame.at[i, column] = target
 
 
 def _export_image_file(workspace, objects, keys, image_id: str, original: str, out_dir: Path
@@ -391,3 +420,51 @@ def _export_image_file(workspace, objects, keys, image_id: str, original: str, o
     tmp.write_bytes(data)
     tmp.replace(target)
     return rel.as_posix()
+
+
+# -- Q-Bench JSON -----------------------------------------------------------------------------
+
+def import_qbench(workspace, json_path: Path | str, split: str = "eval", *,
+                  image_root: Path | str | None = None, strict: bool = True) -> ImportSummary:
+    """Import a Q-Bench JSON file (list of {img_path, question, candidates, correct_ans, type,
+    concern}) as MCQ items; ``img_path`` is relative to `image_root` (default: the JSON's
+    folder). ``type`` 0/1/2 becomes Yes-or-No/What/How, ``concern`` is kept for export."""
+    json_path = Path(json_path)
+    try:
+        records = fmt.qbench_to_mcq_records(read_qbench_json(json_path))
+    except FormatError as exc:
+        raise FormatError(f"{json_path}: {exc}") from exc
+    frame = fmt.mcq_records_to_frame(records)
+    base = Path(image_root) if image_root is not None else json_path.parent
+    return import_frame(workspace, frame, json_path, task="mcq", split=split,
+                        dataset=json_path.stem, base=base, strict=strict, source="qbench")
+
+
+def export_qbench(workspace, split: str, out_path: Path | str, *, image_dir: str = "images"
+                  ) -> int:
+    """Write the MCQ items of `split` as Q-Bench JSON at `out_path`, their images as PNG files
+    under ``<out_path folder>/<image_dir>`` (original relative paths kept where known).
+    Returns the number of entries."""
+    out_path = Path(out_path)
+    items = workspace.catalog.query(
+        "SELECT * FROM items WHERE split = ? AND kind = 'mcq' ORDER BY item_id", [split])
+    if not items:
+        from medq.errors import MedQError
+        raise MedQError(f"no mcq items in split {split!r} of {workspace.catalog.path} to export")
+    keys = {r["image_id"]: r["object_key"] for r in workspace.catalog.query(
+        "SELECT image_id, object_key FROM images WHERE image_id IN (SELECT unnest(?::VARCHAR[]))",
+        [sorted({i["image_id"] for i in items})])}
+    records = []
+    for it in sorted(items, key=lambda r: (loads(r.get("extra"), {}).get("row", 1 << 62),
+                                           _natural(r["source_index"]))):
+        extra = loads(it.get("extra"), {}) or {}
+        original = extra.get("image_path") or f"{image_dir}/{it['image_id']}.png"
+        rel = _export_image_file(workspace, workspace.objects, keys, it["image_id"], original,
+                                 out_path.parent)
+        records.append({"index": it["source_index"], "image_path": rel,
+                        "question": it["question"], "options": loads(it["options"], {}),
+                        "answer": it["answer"], "question_type": it.get("question_type"),
+                        "extra": {k: v for k, v in (extra.get("cells") or {}).items()
+                                  if k == "concern"}})
+    write_qbench_json(fmt.mcq_records_to_qbench(records), out_path)
+    return len(records)

@@ -9,12 +9,14 @@ Authorization header and is masked in ``repr``.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import requests
-from medq.engine.scoring.llm_judge import JudgeEndpointError, Messages
 from pydantic import SecretStr
+
+from medq.engine.scoring.llm_judge import JudgeEndpointError, Messages
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -46,11 +48,19 @@ class OpenAIChatClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_tokens = max_tokens
-        self._session = session or requests.Session()
+        self._shared = session
+        self._local = threading.local()  # one Session per thread: judges send concurrently
         self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(url={self.url!r}, model={self.model!r}, api_key={self._key!r})"
+
+    def _session(self) -> requests.Session:
+        if self._shared is not None:
+            return self._shared
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -68,7 +78,7 @@ class OpenAIChatClient:
             if attempt:
                 self._sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                resp = self._session.post(self.url, json=payload, headers=self._headers(),
+                resp = self._session().post(self.url, json=payload, headers=self._headers(),
                                           timeout=self.timeout_s)
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}"

@@ -235,9 +235,13 @@ def _install(workspace, manifest: PoolManifest) -> Path:
     return target
 
 
-def _channels(refs, image_size: int) -> dict[str, int]:
-    return {ref: (1 if img.ndim == 2 else img.shape[2])
-            for ref, img in sources.base_lookup(refs, base_size(image_size)).items()}
+def _channels(refs) -> dict[str, int]:
+    known = sources.all_refs()
+    missing = [r for r in refs if r not in known]
+    if missing:
+        raise ManifestError(f"manifest uses base image(s) this installation does not have, e.g. "
+                            f"{missing[0]!r}")
+    return {ref: known[ref].channels for ref in refs}
 
 
 def register_pool(workspace, manifest_path: Path | str, *, chunk: int = BLOCK,
@@ -250,46 +254,20 @@ def register_pool(workspace, manifest_path: Path | str, *, chunk: int = BLOCK,
     _install(workspace, manifest)
     mid = manifest.manifest_id
     size = manifest.image_size
-    channels = _channels({r for rs in manifest.meta["refs"].values() for r in rs}, size)
+    channels = _channels({r for rs in manifest.meta["refs"].values() for r in rs})
     catalog = workspace.catalog
     before = {t: catalog.scalar(f"SELECT count(*) FROM {t}")
               for t in ("images", "items", "oracle_labels")}
     total = len(manifest)
     done = 0
-    cols = ["row", "image_id", "modality", "base_ref", "degradations", "level", "verdict", "seed"]
+    cols = ["row", "image_id", "modality", "base_ref", "degradations", "verdict", "seed"]
+    parsed: dict[str, list] = {}  # few distinct degradation lists: parse each JSON text once
     for batch in manifest._file.iter_batches(batch_size=chunk, columns=cols):
         t = pa.Table.from_batches([batch])
-        rows = t.column("row").to_numpy()
-        ids = t.column("image_id").to_pylist()
-        mods = t.column("modality").to_pylist()
-        refs = t.column("base_ref").to_pylist()
-        degs = t.column("degradations").to_pylist()
-        verdicts = t.column("verdict").to_pylist()
-        seeds = t.column("seed").to_pylist()
-        descriptions = [describe(m, json.loads(d), v, seed=s)
-                        for m, d, v, s in zip(mods, degs, verdicts, seeds)]
-        images = pa.table({
-            "image_id": ids, "source_uri": [f"{SOURCE_PREFIX}{mid}#{r}" for r in rows.tolist()],
-            "source_format": ["manifest"] * len(ids), "modality": mods,
-            "width": np.full(len(ids), size, np.int32), "height": np.full(len(ids), size, np.int32),
-            "channels": np.array([channels[r] for r in refs], np.int32),
-            "manifest_row": rows.astype(np.int64)})
-        items = pa.table({
-            "item_id": [f"pool:image:{i}" for i in ids], "split": ["pool"] * len(ids),
-            "kind": ["image"] * len(ids), "image_id": ids, "modality": mods,
-            "source": [f"manifest:{mid}"] * len(ids)})
-        oracle = pa.table({"image_id": ids, "modality": mods, "verdict": verdicts,
-                           "degradations": degs, "description": descriptions})
-        with catalog.transaction() as tx:
-            for name, table, key in (("images", images, "image_id"), ("items", items, "item_id"),
-                                     ("oracle_labels", oracle, "image_id")):
-                tx.con.register("_medq_manifest_rows", table)
-                try:
-                    tx.con.execute(f"INSERT INTO {name} ({', '.join(table.column_names)}) "
-                                   f"SELECT * FROM _medq_manifest_rows ON CONFLICT ({key}) DO NOTHING")
-                finally:
-                    tx.con.unregister("_medq_manifest_rows")
-        done += len(ids)
+        t = _not_registered(catalog, t)
+        if t.num_rows:
+            _insert_chunk(catalog, t, mid, size, channels, parsed)
+        done += batch.num_rows
         if progress:
             progress(done, total, "register")
     after = {t: catalog.scalar(f"SELECT count(*) FROM {t}")
@@ -298,6 +276,63 @@ def register_pool(workspace, manifest_path: Path | str, *, chunk: int = BLOCK,
                           after["images"] - before["images"], after["items"] - before["items"],
                           after["oracle_labels"] - before["oracle_labels"],
                           round(time.perf_counter() - t0, 3))
+
+
+def _not_registered(catalog, t: pa.Table) -> pa.Table:
+    """Rows of `t` whose image, pool item or oracle label is missing (a re-run skips the rest
+    without generating their descriptions again)."""
+    with catalog.connect() as con:
+        con.register("_medq_chunk_ids", t.select(["image_id"]))
+        try:
+            done = con.execute(
+                "SELECT c.image_id FROM _medq_chunk_ids c "
+                "JOIN images i ON i.image_id = c.image_id "
+                "JOIN oracle_labels o ON o.image_id = c.image_id "
+                "JOIN items it ON it.item_id = 'pool:image:' || c.image_id").fetchall()
+        finally:
+            con.unregister("_medq_chunk_ids")
+    if not done:
+        return t
+    registered = pa.array([r[0] for r in done], pa.string())
+    return t.filter(pc.invert(pc.is_in(t.column("image_id"), value_set=registered)))
+
+
+def _insert_chunk(catalog, t: pa.Table, mid: str, size: int, channels: dict[str, int],
+                  parsed: dict[str, list]) -> None:
+    n = t.num_rows
+    rows = t.column("row").to_numpy()
+    ids = t.column("image_id").to_pylist()
+    mods = t.column("modality").to_pylist()
+    refs = t.column("base_ref").to_pylist()
+    degs = t.column("degradations").to_pylist()
+    verdicts = t.column("verdict").to_pylist()
+    seeds = t.column("seed").to_pylist()
+    for d in set(degs) - parsed.keys():
+        parsed[d] = json.loads(d)
+    descriptions = [describe(m, parsed[d], v, seed=s)
+                    for m, d, v, s in zip(mods, degs, verdicts, seeds)]
+    images = pa.table({
+        "image_id": ids, "source_uri": [f"{SOURCE_PREFIX}{mid}#{r}" for r in rows.tolist()],
+        "source_format": ["manifest"] * n, "modality": mods,
+        "width": np.full(n, size, np.int32), "height": np.full(n, size, np.int32),
+        "channels": np.array([channels[r] for r in refs], np.int32),
+        "manifest_row": rows.astype(np.int64)})
+    items = pa.table({
+        "item_id": [f"pool:image:{i}" for i in ids], "split": ["pool"] * n,
+        "kind": ["image"] * n, "image_id": ids, "modality": mods,
+        "source": [f"manifest:{mid}"] * n})
+    oracle = pa.table({"image_id": ids, "modality": mods, "verdict": verdicts,
+                       "degradations": degs, "description": descriptions})
+    with catalog.transaction() as tx:
+        tx.con.execute("SET enable_progress_bar = false")
+        for name, table, key in (("images", images, "image_id"), ("items", items, "item_id"),
+                                 ("oracle_labels", oracle, "image_id")):
+            tx.con.register("_medq_manifest_rows", table)
+            try:
+                tx.con.execute(f"INSERT INTO {name} ({', '.join(table.column_names)}) "
+                               f"SELECT * FROM _medq_manifest_rows ON CONFLICT ({key}) DO NOTHING")
+            finally:
+                tx.con.unregister("_medq_manifest_rows")
 
 
 _OPEN: dict[Path, PoolManifest] = {}

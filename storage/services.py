@@ -13,6 +13,7 @@ Everything listens on 127.0.0.1. State (pid files, logs, data) lives in the serv
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -43,7 +44,8 @@ class ServiceSpec:
     port_setting: str          # field of settings.services
     health_path: str
     is_healthy: Callable[[int, bytes], bool]   # (HTTP status, body) -> healthy
-    start_timeout_s: float
+    start_timeout_s: float     # default wait for health, seconds
+    timeout_env: str           # variable the script reads its own start timeout from
     description: str
 
 
@@ -56,12 +58,12 @@ def _ls_up(status: int, body: bytes) -> bool:
 
 SERVICES: dict[str, ServiceSpec] = {
     "s3": ServiceSpec("s3", "s3.sh", "s3_port", "/", lambda status, body: status > 0, 30,
-                      "S3 endpoint (moto; MinIO in production)"),
+                      "MEDQ_S3_START_TIMEOUT", "S3 endpoint (moto; MinIO in production)"),
     "labelstudio": ServiceSpec("labelstudio", "labelstudio.sh", "labelstudio_port", "/health",
-                               _ls_up, 180, "Label Studio annotation server"),
+                               _ls_up, 180, "MEDQ_LS_START_TIMEOUT", "Label Studio annotation server"),
     "prefect": ServiceSpec("prefect", "prefect.sh", "prefect_port", "/api/health",
                            lambda status, body: status == 200 and body.strip() == b"true", 120,
-                           "Prefect server (optional)"),
+                           "MEDQ_PREFECT_START_TIMEOUT", "Prefect server (optional)"),
 }
 
 
@@ -214,10 +216,12 @@ def services_status(names: Iterable[str] | None = None, settings: Settings | Non
 
 def services_up(names: Iterable[str] | None = None, settings: Settings | None = None,
                 timeout_s: float | None = None) -> list[ServiceStatus]:
-    """Start the named services (all installed ones when None) and wait until each is healthy.
+    """Start the named services (all installed ones when None) and wait until each is healthy
+    (at most `timeout_s` each; default per service: s3 30 s, labelstudio 180 s, prefect 120 s).
 
-    The scripts run concurrently. Raises :class:`ServiceError` naming every service that did not
-    come up, with the end of its script's output and where its log is."""
+    The scripts run concurrently. A service that does not come up is stopped again, and one
+    :class:`ServiceError` names every such service with the end of its script's output and the
+    folder of the logs."""
     settings = settings or load_settings()
     chosen = _names(names)
     if names is None:
@@ -226,29 +230,32 @@ def services_up(names: Iterable[str] | None = None, settings: Settings | None = 
     if missing:
         raise ServiceError(f"cannot start {', '.join(missing)}: script(s) missing in {infra_dir()}")
     env = _script_env(settings)
-    procs = {}
-    for name in chosen:
-        procs[name] = subprocess.Popen(["bash", str(_script(name)), "start"], env=env, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       cwd=REPO_ROOT)
+    waits = {n: float(timeout_s or _spec(n).start_timeout_s) for n in chosen}
+    for name in chosen:  # each script enforces its own wait; the limit below is a backstop
+        env[_spec(name).timeout_env] = str(max(1, int(waits[name])))
+    procs = {name: subprocess.Popen(["bash", str(_script(name)), "start"], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+             for name in chosen}
     statuses, failures = [], []
     for name, proc in procs.items():
-        limit = timeout_s or _spec(name).start_timeout_s + 30
+        limit = 2 * waits[name] + 60  # install checks, slow machines
         try:
             stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
-            stderr += f"\n(start script still running after {limit:.0f}s; killed it)"
-        result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-        status = _parse(name, result, settings)
+            stderr += f"\n(start script still running after {limit:.0f}s; stopped it)"
+        status = _parse(name, subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                                          stderr), settings)
         if proc.returncode == 0 and not status.healthy:
-            ok, detail = wait_healthy(name, settings, timeout_s or _spec(name).start_timeout_s)
+            ok, detail = wait_healthy(name, settings, waits[name])
             status.healthy, status.detail = ok, detail
             status.state = "running" if ok else "unhealthy"
         if not status.healthy:
             tail = "\n".join((stderr or stdout).strip().splitlines()[-8:])
             failures.append(f"{name}: {tail or status.detail}")
+            with contextlib.suppress(ServiceError):  # leave nothing half-started behind
+                _run(name, "stop", settings, 60)
         statuses.append(status)
     if failures:
         raise ServiceError("service(s) did not come up (logs under "

@@ -50,6 +50,7 @@ class BaseRef:
     load: Callable[[], np.ndarray] = field(compare=False, repr=False)
     extra: tuple = ()  # (key, value) pairs for provenance: crop box, window, ...
     native_side: int | None = None  # known small native resolution (None: 180 px or more)
+    channels: int = 1                # 1 = grayscale, 3 = RGB (known without loading)
 
     def provenance(self) -> dict:
         prov = {"ref": self.ref, "modality": self.modality, "package": self.package,
@@ -59,6 +60,7 @@ class BaseRef:
         prov.update(dict(self.extra))
         if self.native_side:
             prov["native_side"] = self.native_side
+        prov["channels"] = self.channels
         return prov
 
 
@@ -87,8 +89,24 @@ def _crop(a: np.ndarray, box: tuple[float, float, float, float] | None) -> np.nd
 
 # -- native loaders (cached per file) ---------------------------------------------------------
 
+MNI_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
 @lru_cache(maxsize=1)
 def _mni() -> np.ndarray:
+    """The MNI152 T1 template scaled to [0, 1], exactly as nilearn's
+    ``load_mni152_template(resolution=1)``, read with nibabel from the file nilearn ships
+    (importing ``nilearn.datasets`` costs seconds; the data is the same)."""
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("nilearn")
+    path = None
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", MNI_FILE)
+    if path and os.path.isfile(path):
+        import nibabel as nib
+        vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        return vol / vol.max()
     from nilearn.datasets import load_mni152_template
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -168,9 +186,14 @@ _NATIVE = {"MR_small.dcm": 64, "emri_small.dcm": 64, "microaneurysms": 102,
            "CT_small.dcm": 128}
 
 
+_RGB = ("fundus/skimage/retina/", "histopathology/", "endoscopy/")
+
+
 def _ref(ref, modality, package, file, sl, load, **extra) -> BaseRef:
     native = next((v for k, v in _NATIVE.items() if k in ref), None)
-    return BaseRef(ref, modality, package, file, sl, load, tuple(sorted(extra.items())), native)
+    channels = 3 if ref.startswith(_RGB) else 1
+    return BaseRef(ref, modality, package, file, sl, load, tuple(sorted(extra.items())), native,
+                   channels)
 
 
 def _build_refs() -> dict[str, list[BaseRef]]:
@@ -332,6 +355,9 @@ def _load_cached(ref: str, size: int) -> tuple[np.ndarray, dict]:
         raise SourceError(f"cannot load base image {ref!r} from {base.package} "
                           f"({base.file}): {type(exc).__name__}: {exc}") from exc
     img = _resize(_square(np.asarray(native, dtype=np.float32)), size)
+    if (1 if img.ndim == 2 else img.shape[2]) != base.channels:
+        raise SourceError(f"base image {ref!r} has shape {img.shape}, declared "
+                          f"{base.channels} channel(s)")
     img.setflags(write=False)  # shared by every caller of the cache
     return img, base.provenance()
 

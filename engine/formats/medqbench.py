@@ -16,7 +16,7 @@ Records (plain dicts) used across MedQ:
 TSV frames follow VLMEvalKit: columns ``index``, ``image`` (base64) or ``image_path``,
 ``question``, ``A``..``D``, ``answer``, then optional columns. VLMEvalKit reads an ``image`` cell of
 at most 64 characters as a reference to another row's ``index`` (shared image); that is resolved
-on reading. Answers may be letters or 0-3 (mapped to A-D). Empty options are skipped.
+on reading (the reference is kept in ``image_refs`` {column: index}). Answers may be letters or 0-3 (mapped to A-D). Empty options are skipped.
 """
 from __future__ import annotations
 
@@ -177,12 +177,17 @@ def _image_refs(df: pd.DataFrame, column: str) -> dict[str, str]:
     return out
 
 
-def _resolve_image(value: Any, refs: dict[str, str], where: str, column: str) -> str:
+def _resolve_image(value: Any, refs: dict[str, str], where: str, column: str,
+                   rec: dict | None = None) -> str:
+    """The base64 image of a cell; a short cell is the index of the row holding it (VLMEvalKit),
+    remembered in ``rec["image_refs"][column]`` so that a writer can keep the reference."""
     if _missing(value):
         raise FormatError(f"{where}: column {column!r} is empty")
     text = _cell(value)
     if len(text) <= IMAGE_REF_MAX_LEN:
         if text in refs:
+            if rec is not None:
+                rec.setdefault("image_refs", {})[column] = text
             return refs[text]
         raise FormatError(f"{where}: column {column!r} holds {text!r}, which is neither a "
                           "base64 image nor the index of another row with an image")
@@ -297,7 +302,7 @@ def frame_to_mcq_records(df: pd.DataFrame, errors: list | None = None) -> list[d
         try:
             rec: dict[str, Any] = {"index": _required(row, "index", where)}
             if image_col == "image":
-                rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
+                rec["image"] = _resolve_image(row.get("image"), refs, where, "image", rec)
             else:
                 rec["image_path"] = _required(row, "image_path", where)
             rec["question"] = _required(row, "question", where)
@@ -423,7 +428,7 @@ def frame_to_description_records(df: pd.DataFrame, errors: list | None = None) -
         try:
             rec: dict[str, Any] = {"index": _required(row, "index", where)}
             if image_col == "image":
-                rec["image"] = _resolve_image(row.get("image"), refs, where, "image")
+                rec["image"] = _resolve_image(row.get("image"), refs, where, "image", rec)
             else:
                 rec["image_path"] = _required(row, "image_path", where)
             if not _missing(row.get("question")):
@@ -489,8 +494,8 @@ def frame_to_paired_records(df: pd.DataFrame, errors: list | None = None) -> lis
         where = _where(n, row.get("index"))
         try:
             rec: dict[str, Any] = {"index": _required(row, "index", where)}
-            rec["image_a"] = _resolve_image(row.get("image_a"), refs_a, where, "image_a")
-            rec["image_b"] = _resolve_image(row.get("image_b"), refs_b, where, "image_b")
+            rec["image_a"] = _resolve_image(row.get("image_a"), refs_a, where, "image_a", rec)
+            rec["image_b"] = _resolve_image(row.get("image_b"), refs_b, where, "image_b", rec)
             rec["description"] = _required(row, "description", where)
             answer = _paired_answer(row.get("answer"), where)
             if answer is not None:

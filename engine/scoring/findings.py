@@ -32,9 +32,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "ghosting": ("ghosting", "ghost artifact", "ghost image", "ghosts", "ghost"),
     "bias_field": ("bias field", "bias-field", "intensity inhomogeneity", "intensity non-uniformity",
                    "intensity nonuniformity", "inhomogeneous intensity", "shading artifact",
-                   "uneven intensity"),
+                   "uneven intensity", "brightness drift", "intensity drift", "shading"),
     "undersampling": ("undersampling", "under-sampling", "undersampled", "aliasing",
-                      "wrap-around", "wraparound", "ringing", "gibbs"),
+                      "wrap-around", "wraparound", "gibbs"),
     "rician_noise": ("rician noise", "rician"),
     "spike": ("spike artifact", "spike noise", "herringbone", "corduroy", "spike"),
     "scatter": ("scatter haze", "scatter", "scattered radiation", "haze", "hazy", "veiling glare"),
@@ -84,6 +84,7 @@ FAMILIES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "streaks": (("sparse_view", "metal_streak", "limited_angle"), None),
     "streaking": (("sparse_view", "metal_streak", "limited_angle"), None),
     "motion": (("motion", "motion_blur"), "motion"),
+    "ringing": (("undersampling", "compression"), None),  # Gibbs (k-space) or JPEG ringing
     "illumination": (("uneven_illumination", "exposure", "brightness"), "uneven_illumination"),
     "lighting": (("uneven_illumination", "exposure", "brightness"), "uneven_illumination"),
 }
@@ -103,14 +104,17 @@ MILD_WORDS = ("mild", "mildly", "slight", "slightly", "minor", "subtle", "faint"
 SEVERE_WORDS = ("severe", "severely", "strong", "strongly", "significant", "significantly",
                 "heavy", "heavily", "marked", "markedly", "pronounced", "prominent", "extensive",
                 "substantial", "considerable", "serious", "seriously", "intense", "obvious",
-                "major", "gross", "grossly", "extreme", "extremely", "massive", "dense")
+                "major", "gross", "grossly", "extreme", "extremely", "massive")
 NEGATION_WORDS = ("no", "not", "without", "free", "absence", "absent", "lacks", "lacking",
                   "neither", "nor", "none", "never")
 _TRAILING_NEGATION = re.compile(
     r"^\s*(?:-free\b|(?:is|are|was|were)?\s*(?:not\s+(?:seen|observed|present|visible|evident|"
     r"detected|apparent|noted|identified)|absent)\b)")
-_CLAUSE_SPLIT = re.compile(r"[.;!?\n]|,(?=\s)|\b(?:but|while|whereas|although|though|however|"
-                           r"yet|except)\b")
+_CONTRAST = r"\b(?:but|while|whereas|although|though|however|yet|except)\b"
+_CLAUSE_SPLIT = re.compile(r"[.;!?\n]|" + _CONTRAST)
+_CLAUSE_SPLIT_COMMAS = re.compile(r"[.;:!?\n]|,(?=\s)|" + _CONTRAST)
+# Level cues do not reach across punctuation or a conjunction ("mild X and severe Y").
+_LEVEL_STOP = re.compile(r"[,;:()]|\b(?:and|or|nor|with|plus)\b")
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 CLEAN_CLAIM = re.compile(
     r"\b(?:no|without|free\s+of|absence\s+of)\s+(?:\w+\s+){0,2}(?:artifacts?|artefacts?|"
@@ -203,10 +207,12 @@ def _lexicon() -> tuple[re.Pattern, dict[str, tuple[frozenset[str], bool, str | 
     return pattern, table
 
 
-def clause_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each clause of `text` (split at sentence ends, commas, contrastives)."""
+def clause_spans(text: str, *, commas: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of each clause of `text`: split at sentence ends and contrastives ("but",
+    "while", ...), and at commas and colons when `commas` (not by default: commas also separate
+    the items of a list, "no noise, blur or ghosting")."""
     spans, start = [], 0
-    for m in _CLAUSE_SPLIT.finditer(text):
+    for m in (_CLAUSE_SPLIT_COMMAS if commas else _CLAUSE_SPLIT).finditer(text):
         spans.append((start, m.start()))
         start = m.end()
     spans.append((start, len(text)))
@@ -245,16 +251,18 @@ def analyze(text: str | None) -> Findings:
             right = inside[i + 1][0] if i + 1 < len(inside) else c_end
             before = _WORD.findall(low[left:start])
             after = _WORD.findall(low[end:right])
+            level = _level_near(_WORD.findall(_LEVEL_STOP.split(low[left:start])[-1]),
+                                _WORD.findall(_LEVEL_STOP.split(low[end:right])[0]))
             negated = (any(w in NEGATION_WORDS for w in before[-5:])
                        or bool(_TRAILING_NEGATION.match(low[end:right])))
-            if (not negated and mentions and i > 0 and mentions[-1].negated
+            if (not negated and level is None and mentions and i > 0 and mentions[-1].negated
                     and set(before) <= LIST_JOINERS):
-                negated = True  # "no ghosting or noise": the denial runs through the list
+                negated = True  # "no ghosting, noise or blur": the denial runs through the list
             if (not negated and phrase in NEUTRAL_PHRASES
                     and any(w in POSITIVE_WORDS for w in before[-3:] + after[:3])):
                 negated = True  # "exposure is adequate"
             mentions.append(Mention(phrase=phrase, start=start, types=types, specific=specific,
-                                    head=head, level=_level_near(before, after), negated=negated))
+                                    head=head, level=level, negated=negated))
     modality = None
     first = len(low) + 1
     for name, pat in MODALITY_PATTERNS:

@@ -40,7 +40,6 @@ from medq.engine.scoring.description import (
     Reference,
     reference_text,
 )
-
 from medq.errors import MedQError
 
 Messages = list[dict[str, str]]

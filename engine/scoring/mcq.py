@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from medq.engine.taxonomy import LEVELS, MODALITIES, QUESTION_TYPES
 
+from medq.engine.taxonomy import LEVELS, MODALITIES, QUESTION_TYPES
 from medq.errors import MedQError
 
 _BARE = re.compile(r"^[A-D]$")

@@ -136,7 +136,7 @@ def _blame(text: str) -> dict[str, float]:
     low = text.lower()
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", low):
         side = None
-        for start, end in clause_spans(sentence):
+        for start, end in clause_spans(sentence, commas=True):
             clause = sentence[start:end]
             sides = {image_ref_side(r) for r in IMAGE_REF.finditer(clause)}
             if len(sides) > 1:

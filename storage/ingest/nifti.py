@@ -77,7 +77,7 @@ def decode_nifti(data: bytes, *, gz: bool, axis: int, n_slices: int, modality: s
     if vol.ndim == 2:
         vol = vol[:, :, None]
         axis = 2
-    vol = vol.astype(np.float64)
+    vol = vol.astype(np.float32, copy=False)  # float32 keeps big volumes at 4 bytes/voxel
     finite = np.isfinite(vol)
     if not finite.any():
         raise Rejected(NAN_VALUES, "every voxel is NaN or infinite")
@@ -89,7 +89,7 @@ def decode_nifti(data: bytes, *, gz: bool, axis: int, n_slices: int, modality: s
     else:
         if hi <= lo:
             raise Rejected(CONSTANT_IMAGE, f"every voxel has the value {lo:g}")
-        unit = ((vol - lo) / (hi - lo)).astype(np.float32)
+        unit = ((vol - lo) / np.float32(hi - lo)).astype(np.float32, copy=False)
     moved = np.moveaxis(unit, axis, 0)
     nonempty = [i for i in range(moved.shape[0]) if moved[i].max() > moved[i].min()]
     if not nonempty:

@@ -40,6 +40,7 @@ from medq.storage.ingest.store import ImageWriter, image_id_of
 from medq.errors import MedQError
 
 SPLITS = ("pool", "eval", "train")
+MAX_IDS_IN_SUMMARY = 10_000  # a million-file run must not keep every id in memory
 STAGE = "ingest"
 Progress = Callable[[int, int, str], None]  # (files done, files total, current ref)
 
@@ -83,7 +84,8 @@ class IngestOptions:
 @dataclass
 class IngestSummary:
     """Counts of one run. `ingested` and `skipped_existing` count images (a NIfTI file gives
-    several); `quarantined` counts files per reason code; `ignored` counts non-image files."""
+    several); `quarantined` counts files per reason code; `ignored` counts non-image files.
+    `image_ids` lists the ids ingested by this run (the first 10 000)."""
 
     source: str
     split: str
@@ -273,6 +275,8 @@ def _process(src: SourceFile, opts: IngestOptions):
     claimed = sn.kind_from_name(src.rel)
     if claimed is None:
         return src, None, None
+    if src.size > opts.max_file_bytes:  # refuse before reading it into memory
+        return src, None, f"{TOO_LARGE}: {src.size} bytes, over the limit of {opts.max_file_bytes}"
     try:
         data = src.read()
     except Exception as exc:  # noqa: BLE001
@@ -320,7 +324,8 @@ def _flush_batch(workspace, batch, split, summary, reasons, modalities, item_sou
         item_rows.append({"item_id": item_id, "split": split, "kind": "image",
                           "image_id": p.image_id, "modality": p.modality, "source": item_source})
         summary.ingested += 1
-        summary.image_ids.append(p.image_id)
+        if len(summary.image_ids) < MAX_IDS_IN_SUMMARY:
+            summary.image_ids.append(p.image_id)
         modalities[p.modality or "unknown"] += 1
     image_rows = writer.commit_objects()
     quarantine_rows, cleared = [], []

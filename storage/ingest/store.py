@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from medq.engine.formats.images import pixel_hash, png_bytes, thumbnail_png
 
 
@@ -69,14 +70,18 @@ class ImageWriter:
         for image_id, p in pending.items():
             if image_id in known:
                 continue
-            png = png_bytes(p.pixels, bits=stored_bits(p.pixels))
-            thumb = thumbnail_png(p.pixels, self.thumb_size)
+            # compress_level 1: ~5x faster than the default on noisy medical images, ~10 % bigger
+            png = png_bytes(p.pixels, bits=stored_bits(p.pixels), compress_level=1)
             key = content_key(png, "images", "png")
-            thumb_key = content_key(thumb, "thumbs", "png")
             if not objects.exists(key):
                 objects.put_bytes(key, png, content_type="image/png")
-            if not objects.exists(thumb_key):
-                objects.put_bytes(thumb_key, thumb, content_type="image/png")
+            if max(p.pixels.shape[:2]) <= self.thumb_size and p.pixels.dtype == np.uint8:
+                thumb_key = key  # already thumbnail-sized: the image is its own thumbnail
+            else:
+                thumb = thumbnail_png(p.pixels, self.thumb_size)
+                thumb_key = content_key(thumb, "thumbs", "png")
+                if not objects.exists(thumb_key):
+                    objects.put_bytes(thumb_key, thumb, content_type="image/png")
             rows.append({**p.row, "object_key": key, "thumb_key": thumb_key})
         return rows
 
@@ -89,7 +94,11 @@ def decode_exact(data: bytes, name: str, opts) -> np.ndarray:
     from medq.engine.formats.images import PixelError, decode_image_bytes
     from medq.storage.ingest import sniff as sn
     from medq.storage.ingest.errors import (
-        BAD_DIMENSIONS, DECOMPRESSION_BOMB, EMPTY_FILE, NOT_AN_IMAGE, Rejected,
+        BAD_DIMENSIONS,
+        DECOMPRESSION_BOMB,
+        EMPTY_FILE,
+        NOT_AN_IMAGE,
+        Rejected,
     )
     from medq.storage.ingest.pipeline import decode_file
     if not data:

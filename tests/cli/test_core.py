@@ -146,3 +146,21 @@ def test_prefect_server_up_and_down(tmp_path, monkeypatch):
     finally:
         services_down(["prefect"], settings)
     assert services_status(["prefect"], settings)[0].state == "stopped"
+
+
+def test_services_up_on_a_busy_port_is_one_clear_error(tmp_path):
+    import socket
+
+    from medq.settings import load_settings
+    from medq.storage.services import ServiceError, services_status, services_up
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = load_settings(workspace=tmp_path / "ws",
+                                 services={"dir": tmp_path / "svc", "s3_port": port})
+        with pytest.raises(ServiceError, match=rf"s3: .*port {port} .*already in use"):
+            services_up(["s3"], settings)
+    assert services_status(["s3"], settings)[0].state == "stopped"
+    with pytest.raises(ServiceError, match="unknown service 'minio'"):
+        services_up(["minio"], settings)

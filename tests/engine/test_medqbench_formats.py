@@ -9,14 +9,17 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
-
 from medq.engine.formats import medqbench as m
 from medq.engine.formats.images import pixel_hash, png_bytes, to_stored
 from medq.engine.formats.medqbench import FormatError
 from medq.engine.formats.world import (
-    parse_degradations, parse_label_line, parse_level, unknown_types, verdict_from_text,
+    parse_degradations,
+    parse_label_line,
+    parse_level,
+    unknown_types,
+    verdict_from_text,
 )
+from PIL import Image
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.random((6, 7)).astype(np.float32)

@@ -3,6 +3,7 @@ dimensions, the rule-based judge and the LLM judge (against a local fake OpenAI 
 `fake_openai` from tests/fixtures/fake_openai.py)."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -11,6 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
+
 from medq.engine.models.base import Comparison, MCQAnswer
 from medq.engine.scoring import (
     DescriptionReference,
@@ -41,7 +44,6 @@ from medq.engine.scoring import (
     results_markdown,
     summarize,
 )
-from pydantic import SecretStr
 
 # -- answer extraction ------------------------------------------------------------------------
 
@@ -327,6 +329,33 @@ def test_rules_judge_paired():
     # The text gives no conclusion: the model's structured answer is used for quality accuracy.
     terse = judge.score_paired("Image A shows strong noise.", ref, predicted_better="B")
     assert terse.quality_accuracy == 2
+
+
+def test_rules_judge_reads_the_reference_description_generator():
+    """Every gold description the project generates (medq.engine.questions.describe) scores 8/8
+    against its own labels, and clearly less against another degradation's labels."""
+    from medq.engine.questions import describe
+    from medq.engine.taxonomy import MODALITIES, degradations_for, verdict_for
+
+    judge = RulesJudge()
+    own, other = [], []
+    for mod in MODALITIES:
+        types = degradations_for(mod)
+        cases = [[]] + [[{"type": t, "level": lv}] for t in types for lv in (1, 2)]
+        cases += [[{"type": a, "level": 1}, {"type": b, "level": 2}] for a, b in itertools.pairwise(types)]
+        for k, degs in enumerate(cases):
+            text = describe(mod, degs, seed=k)
+            ref = DescriptionReference(verdict=verdict_for(degs), degradations=degs, modality=mod)
+            own.append(judge.score(text, ref))
+        for k, t in enumerate(types):
+            wrong = [{"type": types[(k + 1) % len(types)], "level": 1}]
+            other.append(judge.score(describe(mod, [{"type": t, "level": 2}], seed=k),
+                                     DescriptionReference(verdict="usable", degradations=wrong,
+                                                          modality=mod)))
+    assert [s.overall for s in own] == [8.0] * len(own)
+    wrong_agg = aggregate_descriptions(other)
+    assert wrong_agg["completeness"] < 0.1 and wrong_agg["preciseness"] < 1.6
+    assert wrong_agg["overall"] < 5
 
 
 # -- LLM judge --------------------------------------------------------------------------------

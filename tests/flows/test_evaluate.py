@@ -4,8 +4,8 @@ tests/fixtures/eval_world.py)."""
 from __future__ import annotations
 
 import pytest
-from medq.storage.catalog import loads
 
+from medq.storage.catalog import loads
 from tests.fixtures.eval_world import ScriptedModel, build_eval_world
 
 
@@ -74,9 +74,8 @@ def test_evaluate_model_plain_call_is_idempotent(workspace):
 
 
 def test_evaluate_without_items_or_bad_judge_fails_clearly(workspace):
-    from medq.flows.evaluate import evaluate_model
-
     from medq.errors import MedQError
+    from medq.flows.evaluate import evaluate_model
 
     with pytest.raises(MedQError, match="no evaluation items"):
         evaluate_model(workspace, ScriptedModel(), "rules")

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from medq.engine.formats import medqbench as m
 from medq.engine.formats.medqbench import FormatError
 from medq.storage.medqbench_catalog import export_medqbench, import_medqbench
 from medq.storage.medqbench_io import (
-    read_qbench_json, read_tsv, write_qbench_json, write_tsv,
+    read_qbench_json,
+    read_tsv,
+    write_qbench_json,
+    write_tsv,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -110,7 +112,7 @@ def test_import_export_round_trip(workspace, tmp_path, golden, task, image_cols)
                 assert a.shape == b.shape and np.array_equal(a, b)
         else:
             assert back[col].tolist() == original[col].tolist(), col
-    # importing the exported file into a new workspace gives the same items
+    # importing the exported file again (same name -> same item ids) changes nothing
     again = import_medqbench(workspace, out / golden.name, task)
     assert again.items_unchanged == len(original) and again.items_new == 0
 
@@ -165,3 +167,38 @@ def test_image_path_tsv_round_trip(workspace, tmp_path):
     back = read_tsv(out / "paths.tsv")
     assert back["image_path"].tolist() == ["imgs/a.png", "imgs/b.png"]
     assert np.array_equal(np.asarray(Image.open(out / "imgs" / "b.png")), EYE)
+
+
+def test_image_references_are_written_back(workspace, tmp_path):
+    import_medqbench(workspace, GOLDEN_QA, "mcq")
+    export_medqbench(workspace, "eval", tmp_path / "out")
+    back = read_tsv(tmp_path / "out" / GOLDEN_QA.name)
+    original = read_tsv(GOLDEN_QA)
+    assert back.loc[2, "image"] == "1"  # VLMEvalKit-style reference kept
+    same = [c for c in original.columns if c != "image"]
+    assert back[same].equals(original[same])
+    png_rows = [0, 1, 2, 4]  # PNG images come back byte-identical, the JPEG as PNG
+    assert back.loc[png_rows, "image"].tolist() == original.loc[png_rows, "image"].tolist()
+
+
+def test_qbench_import_export_round_trip(workspace, tmp_path):
+    from medq.storage.medqbench_catalog import export_qbench, import_qbench
+    from PIL import Image
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(GRAY).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(EYE).save(tmp_path / "imgs" / "b.png")
+    entries = [{"img_path": "imgs/a.png", "question": "Is it noisy?", "candidates": ["Yes", "No"],
+                "correct_ans": "No", "type": 0, "concern": 0},
+               {"img_path": "imgs/b.png", "question": "How is the clarity?",
+                "candidates": ["High", "Medium", "Low"], "correct_ans": "High", "type": 2,
+                "concern": 1}]
+    write_qbench_json(entries, tmp_path / "qbench.json")
+    s = import_qbench(workspace, tmp_path / "qbench.json")
+    assert s.items_new == 2
+    rows = workspace.catalog.query("SELECT * FROM items ORDER BY source_index")
+    assert [r["question_type"] for r in rows] == ["Yes-or-No", "How"]
+    assert [r["answer"] for r in rows] == ["B", "A"]
+    n = export_qbench(workspace, "eval", tmp_path / "out" / "qbench.json")
+    assert n == 2 and read_qbench_json(tmp_path / "out" / "qbench.json") == entries
+    from PIL import Image as _I
+    assert np.array_equal(np.asarray(_I.open(tmp_path / "out" / "imgs" / "a.png")), GRAY)

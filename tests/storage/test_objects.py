@@ -204,6 +204,10 @@ def test_put_file_and_atomic_download(store, tmp_path):
     assert sorted(p.name for p in dst.parent.iterdir()) == ["dst.bin"]  # no temp file
     with pytest.raises(ObjectStoreError, match="cannot read"):
         store.put_file("files/x", tmp_path / "does-not-exist")
+    (tmp_path / "a-folder").mkdir()
+    with pytest.raises(ObjectStoreError, match="cannot download"):
+        store.download("files/src.bin", tmp_path / "a-folder")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".medq-tmp")]
 
 
 def test_url_fetch(store):
@@ -316,7 +320,7 @@ def test_hypothesis_hostile_keys(parts, bad, pos, glue, lead):
 
 
 @given(parts=st.lists(_SAFE, min_size=1, max_size=4))
-@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_hypothesis_valid_keys_round_trip(store, parts):
     key = "/".join(parts)
     assert validate_key(key) == key

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from medq.engine.formats import medqbench as m
 from medq.storage.images import load_images
 from medq.storage.medqbench_io import write_tsv
 from medq.storage.world_loader import WorldError, export_medqbench, load_world
+
 from tests.storage.ingest_corpus import noise, png
 from tests.storage.test_ingest import dump, objects_bytes
 
@@ -89,9 +89,9 @@ def test_load_world(workspace, tmp_path):
     mcq = {i["source_index"]: i for i in evals if i["kind"] == "mcq"}
     assert mcq["0"]["question"] == "Is there noise?" and mcq["0"]["answer"] == "A"
     assert json.loads(mcq["1"]["degradations"]) == [{"type": "lens_flare", "level": 2}]
-    desc = [i for i in evals if i["kind"] == "description"][0]
+    desc = next(i for i in evals if i["kind"] == "description")
     assert desc["verdict"] == "usable"
-    paired = [i for i in evals if i["kind"] == "paired"][0]
+    paired = next(i for i in evals if i["kind"] == "paired")
     assert paired["image_b_id"] and paired["answer"] == "B"
 
     train = {i["modality"]: i for i in cat.query("SELECT * FROM items WHERE split = 'train'")}
@@ -106,7 +106,7 @@ def test_load_world(workspace, tmp_path):
     assert {o["verdict"] for o in oracle.values()} == {"good", "usable"}
     assert set(oracle) < {p["image_id"] for p in pool}
     # pixels are stored exactly
-    p5 = [o for o in oracle.values() if o["verdict"] == "good"][0]["image_id"]
+    p5 = next(o for o in oracle.values() if o["verdict"] == "good")["image_id"]
     assert np.array_equal(load_images(workspace, [p5])[0],
                           imgs["img5"].astype(np.float32) / 255)
 
