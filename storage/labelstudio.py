@@ -122,6 +122,7 @@ class LabelStudioBackend(AnnotationBackend):
             ls.url, ls.token.get_secret_value(), timeout_s=ls.timeout_s, retries=ls.retries,
             backoff_s=ls.backoff_s, backoff_max_s=ls.backoff_max_s, sleep=sleep)
         self._projects: dict[str, int] = {}
+        self._ensured: dict[str, ProjectSpec] = {}
         self._cursor: dict[int, datetime] = {}          # project -> newest task updated_at seen
         self._annotations: dict[int, list[dict]] = {}   # LS task id -> its submitted annotations
         self._users: dict[int, str] = {}
@@ -155,6 +156,8 @@ class LabelStudioBackend(AnnotationBackend):
         """Create or update (idempotently, looked up by title) the project of `kind`; returns its
         id. Refuses a project of the same title that belongs to another workspace."""
         spec = self.project_specs(consensus)[kind]
+        if self._ensured.get(kind) == spec:
+            return self._projects[kind]  # already checked by this backend instance
         sdk, call = self.client.sdk, self.client.call
         pid = self._projects.get(kind)
         project = None
@@ -192,7 +195,14 @@ class LabelStudioBackend(AnnotationBackend):
         if self._image_mode() == "local-files":
             self._ensure_local_storage(pid)
         self._projects[kind] = pid
+        self._ensured[kind] = spec
         return pid
+
+    def project_id(self, kind: str) -> int:
+        """The id of the project of `kind` (created if missing; checked once per instance)."""
+        if kind in self._ensured:
+            return self._projects[kind]
+        return self.ensure_project(kind)
 
     def _ensure_views(self, pid: int, kind: str) -> None:
         sdk, call = self.client.sdk, self.client.call
@@ -491,7 +501,7 @@ class LabelStudioBackend(AnnotationBackend):
         kinds = {LANE_PROJECT.get(r["lane"], "verify") for r in rows.values()}
         with self._lock:
             for kind in sorted(kinds):
-                self._fetch_updates(self.ensure_project(kind), full=full)
+                self._fetch_updates(self.project_id(kind), full=full)
             records = []
             for task_id, row in rows.items():
                 for ann in self._annotations.get(int(row["external_id"]), []):
@@ -534,7 +544,7 @@ class LabelStudioBackend(AnnotationBackend):
             elif r["external_id"]:
                 by_kind.setdefault(LANE_PROJECT.get(r["lane"], "verify"), {})[int(r["external_id"])] = t
         for kind, ext in by_kind.items():
-            pid = self.ensure_project(kind)
+            pid = self.project_id(kind)
             seen: dict[int, dict] = {}
             lo, hi = min(ext), max(ext)
             for t in self.client.list_tasks(

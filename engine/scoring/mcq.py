@@ -157,7 +157,7 @@ def ece_from_probs(probs: Sequence[Mapping[str, float]], gold: Sequence[str],
         letters = list(p)
         best = int(np.argmax(arr))
         conf.append(float(arr[best] / total))
-        corr.append(letters[best] == g)
+        corr.append(letters[best] == gold_letter(g))
     return expected_calibration_error(conf, corr, n_bins)
 
 
