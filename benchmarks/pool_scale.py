@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import json
 import math
 import os
@@ -37,9 +38,13 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
+# OpenMP threads that spin-wait make faiss crawl when the cores are shared with other work
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 D = 64
@@ -60,6 +65,17 @@ def rss_mib() -> float:
     import psutil
     gc.collect()
     return psutil.Process().memory_info().rss / 2 ** 20
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (VmHWM, Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 class Mixture:
@@ -141,9 +157,16 @@ def index_bytes(pidx) -> int:
         os.unlink(tmp)
 
 
-def bench_kind(kind: str, n: int, mix: Mixture, settings, truth, round_q: np.ndarray,
-               k_round: int, store=None) -> dict:
-    from medq.storage.vectors import PoolIndex, recall_at_k
+def bench_kind(kind: str, n: int, settings_json: dict, truth_q: np.ndarray, truth_i: np.ndarray,
+               round_q: np.ndarray, k_round: int, memmap_path: str | None = None) -> dict:
+    """One (size, kind) measurement; runs in a fresh process so that memory is its own."""
+    from medq.settings import IndexSettings
+    from medq.storage.vectors import PoolIndex, _ExactTopK, recall_at_k
+    settings = IndexSettings(**settings_json)
+    mix = Mixture(seed=0)
+    truth = _ExactTopK(truth_q, truth_i.shape[1])
+    truth.i = truth_i
+    store = _MemmapVectors.open(memmap_path, n) if memmap_path else None
     before = rss_mib()
     t = time.perf_counter()
     train = None
@@ -157,6 +180,7 @@ def bench_kind(kind: str, n: int, mix: Mixture, settings, truth, round_q: np.nda
     build_s = time.perf_counter() - t
     del train
     rss_delta = rss_mib() - before
+    peak_delta = peak_rss_mib() - before
     q_ids, _ = pidx.search(truth.q, truth.k)
     t = time.perf_counter()
     reps = 5
@@ -164,7 +188,8 @@ def bench_kind(kind: str, n: int, mix: Mixture, settings, truth, round_q: np.nda
         pidx.search(round_q, k_round)
     round_ms = 1000 * (time.perf_counter() - t) / reps
     res = {"kind": kind, "n": n, "build_s": round(build_s, 2), "params": pidx.params,
-           "rss_delta_mib": round(rss_delta, 1), "index_bytes": index_bytes(pidx),
+           "rss_delta_mib": round(rss_delta, 1), "peak_rss_delta_mib": round(peak_delta, 1),
+           "index_bytes": index_bytes(pidx),
            "bytes_per_vector": round(index_bytes(pidx) / n, 1),
            "round_queries": len(round_q), "round_k": k_round,
            "round_search_ms": round(round_ms, 2),
@@ -229,6 +254,13 @@ class _MemmapVectors:
         del mm
         self.mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(n, D))
 
+    @classmethod
+    def open(cls, path: str, n: int) -> "_MemmapVectors":
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(n, D))
+        return self
+
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         order = np.argsort(ids)
         out = np.empty((len(ids), D), np.float32)
@@ -291,7 +323,10 @@ def main(argv=None) -> dict:
             store = _MemmapVectors(mix, n, Path(tmp)) if "ivfpq" in kinds else None
             for kind in kinds:
                 print(f"n={n} kind={kind} ...", file=sys.stderr)
-                r = bench_kind(kind, n, mix, settings, truth, round_q, k_round, store=store)
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+                    r = ex.submit(bench_kind, kind, n, settings.model_dump(mode="json"), truth.q,
+                                  truth.i, round_q, k_round,
+                                  str(store.path) if store and kind == "ivfpq" else None).result()
                 print(json.dumps(r), file=sys.stderr)
                 entry["kinds"].append(r)
             del store

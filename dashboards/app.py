@@ -8,6 +8,7 @@ URL path (``/rounds``, ``/breakdown``, ``/lift``, ``/spend``, ``/retrieval``, ``
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -20,15 +21,15 @@ from medq.dashboards import charts, data, palette
 # -- settings and cached data access -------------------------------------------------------
 
 @st.cache_resource
-def _settings():
+def _settings(workspace: str | None):
     from medq.settings import load_settings
-    s = load_settings()
+    s = load_settings(**({"workspace": workspace} if workspace else {}))
     # The dashboard must survive the loop's write bursts: wait a little for the lock.
     s.catalog.lock_timeout_s = max(s.catalog.lock_timeout_s, 3.0)
     return s
 
 
-SETTINGS = _settings()
+SETTINGS = _settings(os.environ.get("MEDQ_WORKSPACE"))
 DB = str(SETTINGS.catalog_path)
 TTL = SETTINGS.dashboard.cache_ttl_s
 
@@ -49,7 +50,7 @@ def _thumbnails(workspace: str, image_ids: tuple[str, ...], size: int) -> list:
     """uint8 thumbnails (or None per image that cannot be loaded) for `image_ids`."""
     from medq.storage.images import load_images
     from medq.storage.workspace import Workspace
-    ws = Workspace(_settings(), read_only=True)
+    ws = Workspace(_settings(workspace), read_only=True)
     out = []
     for image_id in image_ids:  # one by one: a missing image must not blank the others
         try:
@@ -116,7 +117,7 @@ def headline() -> dict:
 def view_rounds() -> None:
     rounds = q("rounds")
     if rounds.empty or not (rounds["status"] == "done").any():
-        st.info("No finished round yet: run `medq loop` and come back.")
+        st.info("No finished round yet: run `medq run` (or `medq demo`) and come back.")
         return
     left, right = st.columns(2)
     with left:
@@ -137,10 +138,12 @@ def view_rounds() -> None:
         "spend (units)": rounds["spend"], "annotations": rounds["annotations"],
         "reason": rounds["promotion_reason"].fillna(rounds["stop_reason"])})
     st.dataframe(table.iloc[::-1], hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(format="%.1f") for c in
+        c: st.column_config.NumberColumn(format="%.1f", width="small") for c in
         ("accuracy in (%)", "accuracy out (%)", "spend (units)")} | {
-        c: st.column_config.NumberColumn(format="%.2f") for c in
-        ("description in", "description out")})
+        c: st.column_config.NumberColumn(format="%.2f", width="small") for c in
+        ("description in", "description out")} | {
+        "annotations": st.column_config.NumberColumn(width="small"),
+        "reason": st.column_config.TextColumn(width="large")})
 
 
 def view_breakdown() -> None:
@@ -177,6 +180,12 @@ def _status(summary: pd.DataFrame, fixed_below: float, improving_by: float) -> p
     return out
 
 
+def _default_index(options: list[str], fallback: str) -> int:
+    """Index of the round named in the URL (?round=r002), else of `fallback`."""
+    wanted = st.query_params.get("round")
+    return options.index(wanted if wanted in options else fallback)
+
+
 def view_lift() -> None:
     st.caption("Did round N fix failure cluster k? Each prototype is a cluster of evaluation "
                "items the model got wrong when round N started; the cells show how many of its "
@@ -200,7 +209,9 @@ def view_lift() -> None:
     later = [r for r in rounds if (lift.loc[lift["found_in"] == r, "position"]
                                    >= lift.loc[lift["found_in"] == r, "found_index"]).any()]
     chosen = st.selectbox("Prototypes found in round", rounds,
-                          index=rounds.index(later[0]) if later else 0, key="lift_round")
+                          index=_default_index(rounds, later[0] if later else rounds[0]),
+                          key="lift_round")
+    st.query_params["round"] = chosen  # deep link: /lift?round=r002
     sub = lift[lift["found_in"] == chosen]
     top = summary[summary["found_in"] == chosen].sort_values("error_mass", ascending=False)
     limit = 25
@@ -213,9 +224,9 @@ def view_lift() -> None:
     table = top.assign(**{
         "before (%)": top["before"] * 100, f"after {chosen} (%)": top["after_round"] * 100,
         "latest (%)": top["latest"] * 100, "lift (pts)": top["lift"] * 100})
-    st.dataframe(table[["prototype_id", "status", "summary", "modality", "degradation",
-                        "question_type", "n_members", "error_mass", "before (%)",
-                        f"after {chosen} (%)", "latest (%)", "lift (pts)"]],
+    st.dataframe(table[["prototype_id", "status", "before (%)", f"after {chosen} (%)",
+                        "latest (%)", "lift (pts)", "n_members", "error_mass", "summary",
+                        "modality", "degradation", "question_type"]],
                  hide_index=True, width="stretch", column_config={
                      c: st.column_config.NumberColumn(format="%.0f") for c in
                      ("before (%)", f"after {chosen} (%)", "latest (%)", "lift (pts)")})
@@ -296,7 +307,9 @@ def view_gallery() -> None:
         st.info("No prototypes yet.")
         return
     labels = {rid: f"{rid} ({n} prototypes)" for rid, _, n in options}
-    rid = st.selectbox("Round", list(labels), format_func=labels.get, key="gallery_round")
+    rid = st.selectbox("Round", list(labels), format_func=labels.get, key="gallery_round",
+                       index=_default_index(list(labels), options[0][0]))
+    st.query_params["round"] = rid  # deep link: /gallery?round=r002
     protos = q("prototype_gallery", rid)
     lift = q("prototype_lift", (rid,))
     summary = data.lift_summary(lift).set_index("prototype_id") if not lift.empty else None
@@ -325,7 +338,8 @@ def _prototype_card(p: dict, summary: pd.DataFrame | None) -> None:
     thumbs = _thumbnails(str(SETTINGS.workspace), tuple(ids), 160)
     cols = st.columns([1.6] + [1] * max(1, len(ids) - 1))
     captions = ["medoid"] + [" · ".join(x for x in (
-        m["question_type"], None if m["level"] is None else f"level {m['level']}") if x)
+        m["modality"], m["question_type"], None if m["level"] is None else f"L{m['level']}")
+        if x)
         or "member" for m in p["members"]]
     for col, img, cap in zip(cols, thumbs, captions):
         if img is None:
@@ -334,20 +348,28 @@ def _prototype_card(p: dict, summary: pd.DataFrame | None) -> None:
             col.image(img, caption=cap, width="stretch")
 
 
+def _age_hours(when) -> str:
+    if when is None or pd.isna(when):
+        return "–"
+    when = pd.Timestamp(when).to_pydatetime()
+    now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
+    return f"{max(0.0, (now - when).total_seconds()) / 3600:,.1f} h"
+
+
 def view_queue() -> None:
     qs = q("queue_status")
     totals, by_round = qs["totals"], qs["by_round"]
     if totals.empty:
         st.info("No annotation task yet.")
         return
-    n = lambda s: int(totals.loc[totals["status"].isin(s), "n"].sum())  # noqa: E731
+    def n(statuses) -> int:
+        return int(totals.loc[totals["status"].isin(statuses), "n"].sum())
+
     cols = st.columns(4)
     cols[0].metric("Open tasks", f"{n(data.OPEN_STATUSES):,}", help="queued + sent")
     cols[1].metric("Done", f"{n(('done',)):,}")
     cols[2].metric("Failed", f"{n(('failed',)):,}")
-    oldest = qs["oldest_open"]
-    cols[3].metric("Oldest open task", "–" if oldest is None else
-                   f"{(datetime.now() - pd.Timestamp(oldest).to_pydatetime()).total_seconds() / 3600:,.1f} h",
+    cols[3].metric("Oldest open task", _age_hours(qs["oldest_open"]),
                    help="Age of the oldest queued or sent task.")
     left, right = st.columns([2, 3])
     with left:

@@ -76,7 +76,7 @@ class Browser:
         self._id = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:  # noqa: PYI034 - a plain class, never subclassed
         self.start()
         return self
 
@@ -87,10 +87,11 @@ class Browser:
         import websocket  # websocket-client
         env = dict(os.environ, XDG_CONFIG_HOME=str(self._dir / "xdg"),
                    XDG_CACHE_HOME=str(self._dir / "xdg-cache"), HOME=str(self._dir))
-        self._proc = subprocess.Popen(
-            [self.binary, *FLAGS, f"--user-data-dir={self._dir / 'profile'}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=open(self._dir / "chromium.log", "wb"), env=env)
+        with open(self._dir / "chromium.log", "wb") as log:  # the child keeps its own fd
+            self._proc = subprocess.Popen(
+                [self.binary, *FLAGS, f"--user-data-dir={self._dir / 'profile'}",
+                 f"--window-size={self.width},{self.height}", "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=log, env=env)
         port_file = self._dir / "profile" / "DevToolsActivePort"
         deadline = time.monotonic() + timeout_s
         while not (port_file.is_file() and port_file.read_text().strip()):
@@ -113,7 +114,7 @@ class Browser:
         if self._ws is not None:
             try:
                 self._ws.close()
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:  # noqa: BLE001, S110 - closing anyway
                 pass
             self._ws = None
         if self._proc is not None and self._proc.poll() is None:

@@ -25,7 +25,7 @@ def _round_axis(title: str = "Round"):
 
 
 def _labels(positions, first: int) -> list[str]:
-    return [round_label(p, first) for p in sorted(set(int(p) for p in positions))]
+    return [round_label(p, first) for p in sorted({int(p) for p in positions})]
 
 
 def progress_chart(rounds: pd.DataFrame, metric: str) -> alt.LayerChart:
@@ -88,7 +88,8 @@ def breakdown_bars(df: pd.DataFrame, dimension: str, start: int, latest: int) ->
     labels = [g.replace("_", " ") for g in groups]
     scale = palette.scale(mapping, groups, order)
     return alt.Chart(sub).mark_bar().encode(
-        y=alt.Y("label:N", sort=labels, title=None, axis=alt.Axis(labelLimit=200)),
+        y=alt.Y("label:N", sort=labels, title=None,
+                axis=alt.Axis(labelLimit=200, labelOverlap=False)),
         yOffset=alt.YOffset("when:N", sort=["start", "latest"]),
         x=alt.X("accuracy_pct:Q", title="MCQ accuracy (%)", scale=alt.Scale(domain=[0, 100])),
         color=alt.Color("group:N", scale=scale, legend=None),
@@ -98,7 +99,7 @@ def breakdown_bars(df: pd.DataFrame, dimension: str, start: int, latest: int) ->
         tooltip=[alt.Tooltip("group:N", title=dimension), alt.Tooltip("when:N"),
                  alt.Tooltip("accuracy_pct:Q", title="accuracy (%)", format=".1f"),
                  alt.Tooltip("n:Q", title="questions")],
-    ).properties(height=110 + 34 * len(groups))
+    ).properties(height=alt.Step(14))  # per start/latest bar
 
 
 def breakdown_lines(df: pd.DataFrame, dimension: str, first: int) -> alt.Chart:
@@ -137,16 +138,21 @@ def lift_heatmap(lift: pd.DataFrame, first: int) -> alt.LayerChart:
     The column before a prototype's round is the model that failed on them ("before")."""
     # columns before the model that failed on the cluster say nothing about the round's effect
     sub = lift[lift["position"] >= lift["found_index"] - 1].copy()
-    sub["label"] = [round_label(p, first) for p in sub["position"]]
     sub["stage"] = ["before" if p < f else "after" for p, f in zip(sub["position"],
                                                                      sub["found_index"])]
+    # the column of the model that failed reads "R3 (before)" when one round is shown
+    one_round = sub["found_index"].nunique() == 1
+    sub["label"] = [round_label(p, first) + (" (before)" if one_round and st == "before" else "")
+                    for p, st in zip(sub["position"], sub["stage"])]
+    order = [lab for _, lab in sorted(set(zip(sub["position"], sub["label"])))]
     sub["error_pct"] = sub["error_rate"] * 100.0
     sub["cluster"] = [f"{p} · {m or '?'} · {(d or '?').replace('_', ' ')}"
                       for p, m, d in zip(sub["prototype_id"], sub["modality"], sub["degradation"])]
     clusters = list(dict.fromkeys(sub["cluster"]))
-    x = alt.X("label:O", sort=_labels(sub["position"], first),
+    x = alt.X("label:O", sort=order,
               axis=alt.Axis(title="Champion after round", labelAngle=0, orient="top"))
-    y = alt.Y("cluster:N", sort=clusters, title=None, axis=alt.Axis(labelLimit=320))
+    y = alt.Y("cluster:N", sort=clusters, title=None,
+              axis=alt.Axis(labelLimit=320, labelOverlap=False))
     base = alt.Chart(sub).encode(x=x, y=y)
     rect = base.mark_rect(stroke="white", strokeWidth=1).encode(
         color=alt.Color("error_pct:Q", title="error rate (%)",
@@ -160,7 +166,7 @@ def lift_heatmap(lift: pd.DataFrame, first: int) -> alt.LayerChart:
     text = base.mark_text(fontSize=11).encode(
         text=alt.Text("error_pct:Q", format=".0f"),
         color=alt.condition("datum.error_pct > 55", alt.value("white"), alt.value("#222")))
-    return (rect + text).properties(height=90 + 28 * len(clusters))
+    return (rect + text).properties(height=alt.Step(26))
 
 
 def lift_status_bars(summary: pd.DataFrame) -> alt.Chart:
@@ -246,7 +252,8 @@ def yield_chart(rounds: pd.DataFrame) -> alt.Chart:
         y=alt.Y("value:Q", title="items the model gets wrong (%)",
                 scale=alt.Scale(domain=[0, 100])),
         color=alt.Color("series:N", scale=alt.Scale(domain=domain, range=[
-            palette.SERIES[d] for d in domain]), legend=alt.Legend(title=None, orient="bottom")),
+            palette.SERIES[d] for d in domain]), legend=alt.Legend(
+                title=None, orient="bottom", symbolType="stroke", symbolStrokeWidth=3)),
         strokeDash=alt.StrokeDash("series:N", scale=alt.Scale(domain=domain,
                                                               range=[[1, 0], [5, 4]]),
                                   legend=None),
@@ -264,14 +271,16 @@ def efficiency_chart(curves: pd.DataFrame) -> alt.LayerChart:
         df[c] = df[c] * 100.0
     strategies = list(dict.fromkeys(sorted(df["strategy"], key=lambda s: (s.lower() != "random", s))))
     colors = palette.strategy_colors(strategies)
-    color = alt.Color("strategy:N", scale=alt.Scale(domain=strategies,
-                                                    range=[colors[s] for s in strategies]),
-                      legend=alt.Legend(orient="bottom", title=None))
+    scale = alt.Scale(domain=strategies, range=[colors[s] for s in strategies])
+    color = alt.Color("strategy:N", scale=scale, legend=alt.Legend(
+        orient="bottom", title=None, symbolType="stroke", symbolStrokeWidth=3,
+        symbolOpacity=1))
     dash = alt.StrokeDash("is_random:N", scale=alt.Scale(domain=[True, False],
                                                          range=[[6, 4], [1, 0]]), legend=None)
     df["is_random"] = df["strategy"].str.lower().str.startswith("random")
     x = alt.X("annotations:Q", title="annotations (count)")
-    band = alt.Chart(df).mark_area(opacity=0.15).encode(x=x, y="low:Q", y2="high:Q", color=color)
+    band = alt.Chart(df).mark_area(opacity=0.15).encode(
+        x=x, y="low:Q", y2="high:Q", color=alt.Color("strategy:N", scale=scale, legend=None))
     line = alt.Chart(df).mark_line(point=True).encode(
         x=x, y=alt.Y("mean:Q", title="MCQ accuracy (%)", scale=alt.Scale(zero=False)),
         color=color, strokeDash=dash,
@@ -287,7 +296,7 @@ def queue_bars(totals: pd.DataFrame) -> alt.Chart:
     statuses = palette.ordered(totals["status"], palette.STATUS_ORDER)
     return alt.Chart(totals).mark_bar().encode(
         y=alt.Y("lane:N", sort=lanes, title="lane"),
-        x=alt.X("n:Q", title="tasks (count)"),
+        x=alt.X("n:Q", title="tasks (count)", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("status:N", scale=palette.scale(palette.STATUS, statuses,
                                                         palette.STATUS_ORDER),
                         legend=alt.Legend(title="status", orient="bottom")),
@@ -299,21 +308,22 @@ def queue_bars(totals: pd.DataFrame) -> alt.Chart:
 
 
 def queue_round_bars(by_round: pd.DataFrame) -> alt.Chart:
-    """Tasks per round and lane (side by side), stacked by status."""
+    """One bar per (round, lane), latest round on top, stacked by status (count)."""
     df = by_round.copy()
-    df["label"] = [round_label(i) for i in df["round_index"]]
+    lane_rank = {ln: i for i, ln in enumerate(palette.LANE_ORDER)}
+    df["row"] = [f"{round_label(i)} · {ln}" for i, ln in zip(df["round_index"], df["lane"])]
+    rows = [r for _, _, r in sorted({(-int(i), lane_rank.get(ln, 9), r) for i, ln, r in
+                                     zip(df["round_index"], df["lane"], df["row"])})]
     statuses = palette.ordered(df["status"], palette.STATUS_ORDER)
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X("label:O", sort=[round_label(i) for i in sorted(set(df["round_index"]))],
-                axis=_round_axis()),
-        xOffset=alt.XOffset("lane:N", sort=list(palette.LANE_ORDER)),
-        y=alt.Y("n:Q", title="tasks (count)"),
+        y=alt.Y("row:N", sort=rows, title="round · lane", axis=alt.Axis(labelOverlap=False)),
+        x=alt.X("n:Q", title="tasks (count)", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("status:N", scale=palette.scale(palette.STATUS, statuses,
                                                         palette.STATUS_ORDER),
                         legend=alt.Legend(title="status", orient="bottom")),
         order=alt.Order("status_rank:Q"),
-        tooltip=[alt.Tooltip("label:N", title="round"), "lane:N", "status:N",
+        tooltip=[alt.Tooltip("row:N", title="round · lane"), "status:N",
                  alt.Tooltip("n:Q", title="tasks")],
     ).transform_calculate(
         status_rank="indexof(['queued','sent','done','failed','deleted'], datum.status)"
-    ).properties(height=HEIGHT)
+    ).properties(height=alt.Step(24))

@@ -23,7 +23,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -343,28 +344,32 @@ def lift_summary(lift: pd.DataFrame) -> pd.DataFrame:
     """One row per prototype from :func:`prototype_lift`: ``before`` = error rate under the
     model that round N evaluated (the champion at position N-1, i.e. when the cluster was
     found), ``after_round`` = under the champion right after round N, ``latest`` = under the
-    latest champion, ``lift`` = before - latest (positive = fixed that much)."""
+    latest champion, ``lift`` = before - latest (positive = fixed that much); NaN where the
+    model was never evaluated."""
     cols = ["prototype_id", "found_in", "found_index", "summary", "modality", "degradation",
             "question_type", "n_members", "error_mass", "before", "after_round", "latest",
             "lift", "latest_position"]
     if lift.empty:
         return pd.DataFrame(columns=cols)
-    out = []
-    for pid, g in lift.groupby("prototype_id", sort=False):
-        g = g.sort_values("position")
-        first = g.iloc[0]
-        found = int(first["found_index"])
-        prior = g[g["position"] < found]
-        before = prior.iloc[-1]["error_rate"] if not prior.empty else None
-        at = g[g["position"] == found]
-        after_round = at.iloc[0]["error_rate"] if not at.empty else None
-        last = g.iloc[-1]
-        latest = last["error_rate"] if int(last["position"]) >= found else None
-        out.append({**{k: first[k] for k in cols[:9]}, "before": before,
-                    "after_round": after_round, "latest": latest,
-                    "lift": None if before is None or latest is None else before - latest,
-                    "latest_position": int(last["position"])})
-    return pd.DataFrame(out, columns=cols)
+    # vectorized: one row per prototype even with thousands of prototypes x 50 positions
+    lift = lift.sort_values(["prototype_id", "position"], kind="stable")
+    by = lift.groupby("prototype_id", sort=False)
+    out = by[cols[1:9]].first()
+    prior = lift[lift["position"] < lift["found_index"]]
+    out["before"] = prior.groupby("prototype_id")["error_rate"].last()
+    at = lift[lift["position"] == lift["found_index"]]
+    out["after_round"] = at.groupby("prototype_id")["error_rate"].first()
+    last = by[["position", "error_rate"]].last()
+    out["latest"] = last["error_rate"].where(last["position"] >= out["found_index"])
+    out["lift"] = out["before"] - out["latest"]
+    out["latest_position"] = last["position"].astype(int)
+    out = out.reset_index()
+    # original order: discovery round, then error mass (as prototype_lift returns them)
+    order = {pid: i for i, pid in enumerate(dict.fromkeys(lift.sort_values(
+        ["found_index", "error_mass", "prototype_id"], ascending=[True, False, True],
+        kind="stable")["prototype_id"]))}
+    out = out.sort_values("prototype_id", key=lambda c: c.map(order)).reset_index(drop=True)
+    return out[cols]  # NaN where a value is unknown (no eval of that model)
 
 
 # -- prototypes gallery --------------------------------------------------------------------

@@ -8,7 +8,7 @@ scale restricted to the values a chart actually shows (unknown values get stable
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from medq.engine.taxonomy import LEVELS, MODALITIES, QUESTION_TYPES
 

@@ -9,8 +9,9 @@ Steps:
    UMAP is deliberately not used: not installed, and PCA is deterministic and cheap),
 2. HDBSCAN (``min_cluster_size`` from ``settings.loop``, ``core_dist_n_jobs=2``) on the reduced
    points,
-3. members far outside their cluster in the embedding space are moved to noise
-   (:func:`trim_outliers`),
+3. back in the embedding space, noise points at a cluster's own spacing join it
+   (:func:`attach_noise`; HDBSCAN keeps only the dense core of small compact clusters) and
+   members far outside their cluster are moved to noise (:func:`trim_outliers`),
 4. one :class:`Prototype` per cluster, with geometry measured back in the *embedding* space (the
    space of the pool index): centroid (member mean), medoid (member with the least summed distance
    to the others), radius (90th percentile of member-to-centroid distances, floored by the typical
@@ -34,7 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -174,6 +175,47 @@ def description_severity(score: float, fail_below: float) -> float:
     return float(min(1.0, max(0.1, (fail_below - float(score)) / fail_below)))
 
 
+def _json(value: Any, default: Any) -> Any:
+    import json
+    if value is None or value == "":
+        return default
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def failures_from_predictions(predictions: Iterable[Mapping[str, Any]],
+                              items: Mapping[str, Mapping[str, Any]], *,
+                              description_fail_below: float = 4.0) -> list[Failure]:
+    """A round's failures from its eval predictions (rows of the ``predictions`` table) and
+    the eval items they refer to (``items`` rows by item id).
+
+    ``mcq`` rows with ``correct`` false -> ``wrong_mcq`` (severity :func:`mcq_severity`);
+    ``description`` rows with ``score`` below `description_fail_below` (0-8 scale) ->
+    ``low_description`` (severity :func:`description_severity`). Paired items are not clustered
+    (two images, no single embedding). JSON columns may be text or decoded. Output is sorted by
+    item id so that it does not depend on query order."""
+    out: list[Failure] = []
+    for row in predictions:
+        item = items.get(row["item_id"])
+        if item is None:
+            raise DiscoveryError(f"prediction for unknown item {row['item_id']!r}")
+        kind = row.get("kind") or item.get("kind")
+        if kind == "mcq" and row.get("correct") is False:
+            probs = _json(row.get("probs"), {})
+            sev = mcq_severity(probs, item.get("answer") or "") if probs else 1.0
+            fkind = "wrong_mcq"
+        elif kind == "description" and row.get("score") is not None and \
+                float(row["score"]) < description_fail_below:
+            sev = description_severity(float(row["score"]), description_fail_below)
+            fkind = "low_description"
+        else:
+            continue
+        out.append(Failure(item_id=row["item_id"], image_id=item["image_id"], kind=fkind,
+                           severity=sev, modality=item.get("modality"),
+                           degradations=list(_json(item.get("degradations"), [])),
+                           question_type=item.get("question_type")))
+    return sorted(out, key=lambda f: f.item_id)
+
+
 # --------------------------------------------------------------------------------------------
 # Clustering
 # --------------------------------------------------------------------------------------------
@@ -196,10 +238,50 @@ def cluster_labels(points: np.ndarray, *, min_cluster_size: int, min_samples: in
     if n < max(min_cluster_size, 2):
         return np.full(n, -1, dtype=np.int64)
     import hdbscan
+    # allow_single_cluster: a round whose failures share one mode must yield that prototype,
+    # not "all noise" (HDBSCAN's default never selects the root cluster)
     clusterer = hdbscan.HDBSCAN(min_cluster_size=int(min_cluster_size),
                                 min_samples=None if min_samples is None else int(min_samples),
-                                core_dist_n_jobs=n_jobs)
+                                allow_single_cluster=True, core_dist_n_jobs=n_jobs)
     return clusterer.fit_predict(points).astype(np.int64)
+
+
+ATTACH_FACTOR = 1.5
+
+
+def attach_noise(x: np.ndarray, labels: np.ndarray, factor: float = ATTACH_FACTOR) -> np.ndarray:
+    """Give noise points that sit at a cluster's own spacing to that cluster (new labels).
+
+    HDBSCAN keeps only the dense core of a compact cluster (on a small Gaussian blob it may keep
+    a handful of points and call the rest noise). In the embedding space a noise point whose
+    distance to the nearest member of a cluster is at most `factor` x that cluster's link scale
+    (90th percentile of its members' nearest-member distances) belongs to it. One pass, nearest
+    cluster wins; points far from every cluster stay noise."""
+    import faiss
+    out = labels.copy()
+    noise = np.where(labels == -1)[0]
+    clusters = sorted(set(labels.tolist()) - {-1})
+    if not len(noise) or not clusters:
+        return out
+    xs = np.ascontiguousarray(x, np.float32)
+    best_ratio = np.full(len(noise), np.inf)
+    best_label = np.full(len(noise), -1)
+    for lab in clusters:
+        idx = np.where(labels == lab)[0]
+        if len(idx) < 2:
+            continue
+        m = xs[idx]
+        d2, _ = faiss.knn(m, m, 2)
+        link = float(np.percentile(np.sqrt(np.maximum(d2[:, 1], 0)), 90))
+        if link <= 0:
+            continue
+        dn, _ = faiss.knn(xs[noise], m, 1)
+        ratio = np.sqrt(np.maximum(dn[:, 0], 0)) / link
+        better = ratio < best_ratio
+        best_ratio[better], best_label[better] = ratio[better], lab
+    take = best_ratio <= factor
+    out[noise[take]] = best_label[take]
+    return out
 
 
 def trim_outliers(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -381,7 +463,7 @@ def discover_prototypes(round_id: str, failures: Sequence[Failure], embeddings: 
     else:
         labels = cluster_labels(reduced, min_cluster_size=min_cluster_size,
                                 min_samples=min_samples, n_jobs=n_jobs)
-    labels = trim_outliers(x, labels)
+    labels = trim_outliers(x, attach_noise(x, labels))
     protos: list[Prototype] = []
     assignment: dict[str, str | None] = {}
     for lab in sorted(set(labels.tolist()) - {-1}):

@@ -146,8 +146,8 @@ class _TorchEncoder:
         return None
 
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        model, size, mean, std, forward = self._load()  # first: a missing package fails fast
         import torch
-        model, size, mean, std, forward = self._load()
         feats = []
         with torch.inference_mode():
             for s in range(0, len(images), self.batch_size):
@@ -328,6 +328,11 @@ class QualityEmbedder:
         """Fit standardization (+ PCA) on a reference sample of images (a few hundred to a few
         thousand, covering the modalities). Returns self."""
         return self.fit_features(self.encode_raw(list(images)))
+
+    def fit_embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Fit on `images` and return their embeddings (N, d), computing features once."""
+        raw = self.encode_raw(list(images))
+        return self.fit_features(raw).transform(raw)
 
     def fit_features(self, features: np.ndarray) -> "QualityEmbedder":
         """Fit on raw encoder features (N, D) (e.g. cached ones)."""

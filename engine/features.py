@@ -190,11 +190,14 @@ def _resize(planes: np.ndarray, size: int) -> np.ndarray:
         lead = planes.shape[:-2]
         planes = planes[..., :h2, :w2].reshape(*lead, h2 // kh, kh, w2 // kw, kw).mean(axis=(-3, -1))
         h, w = planes.shape[-2:]
-    if h != size:
-        planes = np.matmul(_resize_matrix(h, size), planes)
-    if w != size:
-        planes = np.matmul(planes, _resize_matrix(w, size).T)
-    return planes
+    lead = planes.shape[:-2]
+    if h != size:  # one GEMM for the whole stack: (size, h) @ (h, n*w)
+        flat = np.moveaxis(planes.reshape(-1, h, w), 1, 0).reshape(h, -1)
+        planes = np.moveaxis((_resize_matrix(h, size) @ flat).reshape(size, -1, w), 0, 1)
+        h = size
+    if w != size:  # (n*h, w) @ (w, size)
+        planes = np.ascontiguousarray(planes).reshape(-1, w) @ _resize_matrix(w, size).T
+    return np.ascontiguousarray(planes).reshape(*lead, size, size)
 
 
 def _luminance(a: np.ndarray) -> np.ndarray:

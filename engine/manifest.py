@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-
 from medq.engine import taxonomy
-from medq.engine.world import (Draws, Mix, Selection, WorldSpecError, base_size, render,
-                               sample_with_rare)
+from medq.engine.world import (
+    Draws,
+    Mix,
+    Selection,
+    WorldSpecError,
+    base_size,
+    render,
+    sample_with_rare,
+)
 
 MANIFEST_FORMAT = "medq-manifest/1"
 BLOCK = 65536

@@ -29,7 +29,8 @@ def ct_phantom(seed: int, size: int = 256) -> np.ndarray:
     ry, rx = rng.uniform(0.7, 0.9), rng.uniform(0.55, 0.85)
     tilt = rng.uniform(-0.2, 0.2)
     body = _ellipse(yy, xx, 0, 0, ry, rx, tilt)
-    rim = body & ~_ellipse(yy, xx, 0, 0, ry - rng.uniform(0.03, 0.06), rx - rng.uniform(0.03, 0.06), tilt)
+    inner_ry, inner_rx = ry - rng.uniform(0.03, 0.06), rx - rng.uniform(0.03, 0.06)
+    rim = body & ~_ellipse(yy, xx, 0, 0, inner_ry, inner_rx, tilt)
     img[body] = rng.uniform(0.35, 0.45)
     img[rim] = rng.uniform(0.85, 1.0)
     for _ in range(int(rng.integers(5, 11))):

@@ -28,12 +28,12 @@ spaces ("lens_flare" -> "lens flare"). Pure functions, deterministic by seed.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from medq.engine import taxonomy
 from medq.engine.models.base import MCQ
+
 from medq.errors import MedQError
 
 NONE_OPTION = "No obvious degradation"
@@ -100,8 +100,8 @@ _CLEAN = (
 )
 _IMPACT = {
     "good": ("Fine details are fully assessable.", "Diagnostic detail is preserved."),
-    "usable": ("Most diagnostic details remain visible, although some fine structures are harder "
-               "to assess.", "The image can still support a diagnosis with some caution.",
+    "usable": ("Most diagnostic details remain visible, although some fine structures are "
+               + "harder to assess.", "The image can still support a diagnosis with some caution.",
                "The degradation is noticeable but does not prevent interpretation."),
     "reject": ("The degradation obscures diagnostically relevant structures.",
                "Key structures cannot be assessed reliably, so a repeat acquisition is advisable.",
@@ -211,7 +211,8 @@ def _clean_degradations(degradations: Sequence[dict]) -> list[dict]:
         try:
             t, level = str(d["type"]), int(d["level"])
         except (KeyError, TypeError, ValueError):
-            raise QuestionError(f"degradation #{n}: expected {{'type', 'level'}}, got {d!r}") from None
+            raise QuestionError(f"degradation #{n}: expected {{'type', 'level'}}, "
+                                f"got {d!r}") from None
         if level not in (0, 1, 2):
             raise QuestionError(f"degradation #{n} ({t}): level must be 0, 1 or 2, got {level}")
         if level > 0 and t:
@@ -270,10 +271,10 @@ def yes_no_question(modality, degradations, seed, *, index=None, image=None) -> 
     ask_present = bool(degs) and bool(rng.random() < 0.5)
     if ask_present:
         d = degs[int(rng.integers(0, len(degs)))]
-        subject, answer_text, level = d["type"], "Yes", d["level"]
+        subject, answer_text = d["type"], "Yes"
     else:
         subject = _distractors(modality, present, 1, rng)[0]
-        answer_text, level = "No", 0
+        answer_text = "No"
     template = _YES_NO[int(rng.integers(0, len(_YES_NO)))]
     name = degradation_name(subject)
     question = template.format(noun=noun, name=name, **_grammar(name))

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
-
 from medq.engine import taxonomy
 from medq.engine.degrade import degrade
 from medq.engine.degrade.registry import SIMULATORS
+from PIL import Image
+
 from medq.errors import MedQError
 
 BASE_OVERSAMPLE = 2          # bases are loaded at 2x the output size so crops keep detail
@@ -62,7 +62,7 @@ class Mix:
     multi: float = 0.25                                   # P(a second degradation)
     specific_weight: float = 2.0
 
-    def validate(self, where: str = "mix") -> "Mix":
+    def validate(self, where: str = "mix") -> Mix:
         if not self.modalities:
             raise WorldSpecError(f"{where}.modalities: at least one modality is needed")
         for m, w in self.modalities.items():
@@ -92,7 +92,7 @@ class Mix:
                 "specific_weight": self.specific_weight}
 
     @classmethod
-    def from_dict(cls, d: Mapping | None) -> "Mix":
+    def from_dict(cls, d: Mapping | None) -> Mix:
         d = dict(d or {})
         mix = cls(**{k: (tuple(v) if k == "levels" else v) for k, v in d.items()
                      if k in cls.__dataclass_fields__})
@@ -105,14 +105,15 @@ class Mix:
         for t in taxonomy.degradations_for(modality):
             if t not in SIMULATORS:
                 continue
-            w = (self.specific_weight if t in specific else 1.0) * float(self.degradations.get(t, 1.0))
+            w = ((self.specific_weight if t in specific else 1.0)
+                 * float(self.degradations.get(t, 1.0)))
             if w > 0:
                 names.append(t)
                 weights.append(w)
         return names, np.asarray(weights, dtype=np.float64)
 
     def scaled(self, modalities: Sequence[str] = (), degradations: Sequence[str] = (),
-               factor: float = 0.0) -> "Mix":
+               factor: float = 0.0) -> Mix:
         """This mix with the listed modalities' and degradations' weights times `factor`."""
         mods = {m: w * (factor if m in modalities else 1.0) for m, w in self.modalities.items()}
         degs = dict(self.degradations)
@@ -138,14 +139,14 @@ class Selection:
                 "factor": self.factor, "share": self.share}
 
     @classmethod
-    def from_dict(cls, d: Mapping | None) -> "Selection | None":
+    def from_dict(cls, d: Mapping | None) -> Selection | None:
         if not d:
             return None
         return cls(modalities=tuple(d.get("modalities", ())),
                    degradations=tuple(d.get("degradations", ())),
                    factor=float(d.get("factor", 0.1)), share=float(d.get("share", 0.05)))
 
-    def validate(self, where: str) -> "Selection":
+    def validate(self, where: str) -> Selection:
         for m in self.modalities:
             if m not in taxonomy.MODALITIES:
                 raise WorldSpecError(f"{where}.modalities: unknown modality {m!r}")
@@ -177,11 +178,11 @@ class Draws:
     def __len__(self) -> int:
         return len(self.modality)
 
-    def take(self, idx) -> "Draws":
+    def take(self, idx) -> Draws:
         return Draws(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
     @staticmethod
-    def concat(parts: Sequence["Draws"]) -> "Draws":
+    def concat(parts: Sequence[Draws]) -> Draws:
         return Draws(*(np.concatenate([getattr(p, f) for p in parts])
                        for f in Draws.__dataclass_fields__))
 
@@ -218,7 +219,8 @@ def sample(n: int, rng: np.random.Generator, mix: Mix,
     second_level = np.where(worst == 2, rng.integers(1, 3, size=n), 1)
     types = np.full((n, MAX_DEGRADATIONS), "", dtype=object)
     levels = np.zeros((n, MAX_DEGRADATIONS), dtype=np.int64)
-    gumbel = rng.gumbel(size=(n, 32))  # top-k without replacement: argsort(log w + Gumbel)
+    width = max(len(mix.types_for(m)[0]) for m in mods)
+    gumbel = rng.gumbel(size=(n, width))  # top-k without replacement: argsort(log w + Gumbel)
     base_u = rng.random(n)
     for k, m in enumerate(mods):
         rows = np.flatnonzero(mod_idx == k)
@@ -258,7 +260,7 @@ def sample_with_rare(n: int, rng: np.random.Generator, mix: Mix, refs, rare: Sel
     rejection from a mix that boosts them. Rows are shuffled together."""
     if rare is None or rare.is_empty():
         return sample(n, rng, mix, refs)
-    n_rare = int(round(rare.share * n))
+    n_rare = round(rare.share * n)
     parts = []
     common_mix = mix.scaled(rare.modalities, rare.degradations, 0.0)
     if n - n_rare > 0:
@@ -304,13 +306,14 @@ class WorldSpec:
     question_types: tuple[str, ...] = taxonomy.QUESTION_TYPES
     paired: int = 0
 
-    def validate(self) -> "WorldSpec":
+    def validate(self) -> WorldSpec:
         for name in ("eval_size", "pool_size", "seed_size", "paired"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
                 raise WorldSpecError(f"world spec: {name} must be an integer >= 0, got {v!r}")
         if not 32 <= self.image_size <= 1024:
-            raise WorldSpecError(f"world spec: image_size must be 32-1024 px, got {self.image_size}")
+            raise WorldSpecError(f"world spec: image_size must be 32-1024 px, "
+                                 f"got {self.image_size}")
         self.mix.validate("world spec: mix")
         if self.seed_bias:
             self.seed_bias.validate("world spec: seed_bias")
@@ -330,7 +333,7 @@ class WorldSpec:
                 "question_types": list(self.question_types), "paired": self.paired}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "WorldSpec":
+    def from_dict(cls, d: Mapping) -> WorldSpec:
         d = dict(d)
         return cls(eval_size=int(d.get("eval_size", 60)), pool_size=int(d.get("pool_size", 500)),
                    seed_size=int(d.get("seed_size", 60)), seed=int(d.get("seed", 0)),
@@ -377,7 +380,8 @@ def _items(split: str, draws: Draws, world_seed: int, offset: int = 0) -> list[I
         out.append(ItemSpec(name=f"{split}_{k:06d}", split=split, index=k,
                             modality=str(draws.modality[i]), base_ref=str(draws.base_ref[i]),
                             view=draws.view(i), degradations=degs,
-                            verdict=taxonomy.verdict_for(degs), seed=item_seed(world_seed, split, k)))
+                            verdict=taxonomy.verdict_for(degs),
+                            seed=item_seed(world_seed, split, k)))
     return out
 
 
@@ -441,9 +445,9 @@ def apply_view(base: np.ndarray, view: Mapping, size: int) -> np.ndarray:
     """Crop / rotate / flip a square base and resize it to (size, size); float32 in [0, 1]."""
     s = base.shape[0]
     frac, top, left = view["crop"]
-    c = max(8, min(s, int(round(float(frac) * s))))
-    t = int(round(float(top) * (s - c)))
-    l = int(round(float(left) * (s - c)))
+    c = max(8, min(s, round(float(frac) * s)))
+    t = round(float(top) * (s - c))
+    l = round(float(left) * (s - c))
     img = base[t:t + c, l:l + c]
     k = int(view.get("rot90", 0)) % 4
     if k:

@@ -29,6 +29,24 @@ need "moto[server]>=5.0" moto flask flask_cors
 need "prefect>=3.4,<4" prefect
 command -v curl >/dev/null 2>&1 || echo "  note: curl not found; health checks fall back to python"
 
+# --- Headless Chromium + websocket-client: the dashboard's browser test and load benchmark
+# (tests/e2e/test_dashboard_browser.py, benchmarks/dashboard_load.py) drive Debian's chromium
+# through the DevTools protocol. Idempotent: installs only what is missing; MEDQ_SKIP_CHROMIUM=1
+# skips it; without root or apt-get it only prints how to install it (the browser test skips).
+need "websocket-client>=1.6" websocket
+if [ "${MEDQ_SKIP_CHROMIUM:-0}" = "1" ]; then
+  echo "  skipped: chromium (MEDQ_SKIP_CHROMIUM=1)"
+elif command -v chromium >/dev/null 2>&1; then
+  echo "  ok: chromium"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  echo "  installing chromium (apt-get) ..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+    || die "apt-get install chromium failed"
+else
+  echo "  note: chromium not installed; as root: apt-get install -y chromium (dashboard browser test)"
+fi
+
 if [ "${MEDQ_SKIP_LABELSTUDIO:-0}" = "1" ]; then
   echo "  skipped: Label Studio (MEDQ_SKIP_LABELSTUDIO=1)"
 elif [ -f "$INFRA_DIR/labelstudio.sh" ]; then

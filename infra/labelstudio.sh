@@ -67,6 +67,8 @@ ls_env() {
   export LABEL_STUDIO_USER_TOKEN="$TOKEN"
   export LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true
   export LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false
+  # Label Studio reports errors and traces (with user data) to sentry.io unless the DSNs are empty.
+  export SENTRY_DSN="" FRONTEND_SENTRY_DSN=""
   export LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}"
   export LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$FILES_ROOT"
   # Presigned URLs of a local S3 endpoint (127.0.0.1) must be reachable from the server.

@@ -123,7 +123,8 @@ class LabelStudioBackend(AnnotationBackend):
             backoff_s=ls.backoff_s, backoff_max_s=ls.backoff_max_s, sleep=sleep)
         self._projects: dict[str, int] = {}
         self._ensured: dict[str, ProjectSpec] = {}
-        self._cursor: dict[int, datetime] = {}          # project -> newest task updated_at seen
+        self._keys: dict[str, str] = {}                 # image_id -> object key (renders too)
+        self._cursor: dict[tuple, datetime] = {}  # (project, round|None) -> newest updated_at seen
         self._annotations: dict[int, list[dict]] = {}   # LS task id -> its submitted annotations
         self._users: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -261,14 +262,22 @@ class LabelStudioBackend(AnnotationBackend):
     def _document_root(self) -> Path:
         return Path(self.settings.labelstudio.local_files_root or "/").expanduser().resolve()
 
+    def _known_keys(self, image_ids: Iterable[str]) -> None:
+        """Look up the object keys of many images at once (one query, not one per task)."""
+        ids = [i for i in dict.fromkeys(image_ids) if i not in self._keys]
+        for s in range(0, len(ids), 5000):
+            for r in self.workspace.catalog.query(
+                    "SELECT image_id, object_key FROM images WHERE image_id IN "
+                    "(SELECT unnest(?::VARCHAR[])) AND object_key IS NOT NULL", [ids[s:s + 5000]]):
+                self._keys[r["image_id"]] = r["object_key"]
+
     def _object_key(self, image_id: str, key: str | None) -> str:
         """The object key of the image's PNG; renders manifest images into the store once."""
         if key:
             return key
-        row = self.workspace.catalog.query("SELECT object_key FROM images WHERE image_id = ?",
-                                           [image_id])
-        if row and row[0]["object_key"]:
-            return row[0]["object_key"]
+        self._known_keys([image_id])
+        if image_id in self._keys:
+            return self._keys[image_id]
         from PIL import Image
         import numpy as np
 
@@ -279,6 +288,7 @@ class LabelStudioBackend(AnnotationBackend):
             buf = io.BytesIO()
             Image.fromarray((np.clip(img, 0, 1) * 255).round().astype("uint8")).save(buf, "PNG")
             self.workspace.objects.put_bytes(key, buf.getvalue(), content_type="image/png")
+        self._keys[image_id] = key
         return key
 
     def image_url(self, image_id: str, key: str | None = None) -> str:
@@ -383,7 +393,7 @@ class LabelStudioBackend(AnnotationBackend):
                 cause = exc.__cause__
                 if cause is None or not _transient(cause) or attempt >= ls.retries:
                     raise
-                time.sleep(min(ls.backoff_s * 2 ** attempt, ls.backoff_max_s))
+                self.client._sleep(min(ls.backoff_s * 2 ** attempt, ls.backoff_max_s))
                 attempt += 1
                 arrived = self._find_existing(pid, {r.round_id for r, _ in todo},
                                               {r.task_id for r, _ in todo})
@@ -423,14 +433,15 @@ class LabelStudioBackend(AnnotationBackend):
             out.update({t: str(i) for t, i in existing.items()})
             fresh = sorted((r for r in reqs if r.task_id not in existing),
                            key=lambda r: (-float(r.uncertainty), r.task_id))
+            self._known_keys([r.image_id for r in fresh if not r.image_key])
             chunk_size = self.settings.labelstudio.import_chunk
             for s in range(0, len(fresh), chunk_size):
                 part = fresh[s:s + chunk_size]
                 ids = self._import_chunk(pid, [(r, self._task_payload(r, kind)) for r in part])
                 self._record(pid, part, ids)  # catalog follows every confirmed chunk
                 out.update({t: str(i) for t, i in ids.items()})
-            if self.project_specs()[kind].show_predictions:
-                self._show_model_version(pid, reqs)
+            if fresh and self.project_specs()[kind].show_predictions:
+                self._show_model_version(pid, fresh)
         if self.settings.labelstudio.simulated_annotators > 0:
             self._start_simulation(requests)
         return out
@@ -446,8 +457,13 @@ class LabelStudioBackend(AnnotationBackend):
         sdk, call = self.client.sdk, self.client.call
         project = call(f"read project {pid}", sdk.projects.get, pid)
         if project.model_version != version:
-            call(f"show predictions of model {version} in project {pid}", sdk.projects.update,
-                 pid, model_version=version)
+            try:
+                call(f"show predictions of model {version} in project {pid}",
+                     sdk.projects.update, pid, model_version=version)
+            except LabelStudioAuthError:
+                raise
+            except LabelStudioError as exc:  # a display preference: the tasks are in already
+                log.warning("%s", exc)
 
     def _record(self, pid: int, reqs: Sequence[AnnotationRequest], ids: dict[str, int]) -> None:
         if not reqs:
@@ -470,15 +486,20 @@ class LabelStudioBackend(AnnotationBackend):
             self._users.update({int(u.id): (u.email or u.username or str(u.id)) for u in users})
         return self._users.get(uid, f"user-{uid}")
 
-    def _fetch_updates(self, pid: int, *, full: bool = False) -> None:
-        """Refresh the annotation cache of project `pid` from tasks updated since the cursor."""
-        cursor = None if full else self._cursor.get(pid)
+    def _fetch_updates(self, pid: int, round_id: str | None = None, *, full: bool = False) -> None:
+        """Refresh the annotation cache from the tasks of project `pid` (of one round when
+        `round_id` is given) updated since the previous fetch of that scope."""
+        scope = (pid, round_id)
+        cursor = None if full else self._cursor.get(scope)
         if cursor is None:
             filters = [{"filter": "filter:tasks:total_annotations", "operator": "greater",
                         "type": "Number", "value": 0}]
         else:
             filters = [{"filter": "filter:tasks:updated_at", "operator": "greater",
                         "type": "Datetime", "value": _iso(cursor - CURSOR_MARGIN)}]
+        if round_id is not None:
+            filters.append({"filter": "filter:tasks:data.round", "operator": "equal",
+                            "type": "String", "value": round_id})
         newest = cursor
         for t in self.client.list_tasks(f"pull annotations of project {pid}", pid, filters=filters,
                                         include=PULL_FIELDS, fields="all",
@@ -489,7 +510,7 @@ class LabelStudioBackend(AnnotationBackend):
             if ts and (newest is None or ts > newest):
                 newest = ts
         if newest is not None:
-            self._cursor[pid] = newest
+            self._cursor[scope] = newest
 
     def pull(self, task_ids: Sequence[str] | None = None, *, full: bool = False
              ) -> list[AnnotationRecord]:
@@ -498,10 +519,14 @@ class LabelStudioBackend(AnnotationBackend):
         Incomplete annotations come back too, with their problems in ``raw["problems"]``."""
         rows = self._catalog_tasks(task_ids)
         rows = {t: r for t, r in rows.items() if r["external_id"]}
-        kinds = {LANE_PROJECT.get(r["lane"], "verify") for r in rows.values()}
+        scopes: dict[str, set[str]] = {}
+        for r in rows.values():
+            scopes.setdefault(LANE_PROJECT.get(r["lane"], "verify"), set()).add(r["round_id"])
         with self._lock:
-            for kind in sorted(kinds):
-                self._fetch_updates(self.project_id(kind), full=full)
+            for kind, rounds in sorted(scopes.items()):
+                # One round asked (the usual case: a round waiting for its batch): fetch only it.
+                only = next(iter(rounds)) if task_ids is not None and len(rounds) == 1 else None
+                self._fetch_updates(self.project_id(kind), only, full=full)
             records = []
             for task_id, row in rows.items():
                 for ann in self._annotations.get(int(row["external_id"]), []):

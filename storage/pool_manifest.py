@@ -23,23 +23,30 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from medq.engine import taxonomy
-from medq.engine.manifest import (BLOCK, MANIFEST_FORMAT, SCHEMA, manifest_rows, render_row,
-                                  row_degradations)
+from medq.engine.manifest import (
+    BLOCK,
+    MANIFEST_FORMAT,
+    SCHEMA,
+    manifest_rows,
+    render_row,
+    row_degradations,
+)
 from medq.engine.questions import describe
 from medq.engine.world import Mix, Selection, base_size
-from medq.errors import MedQError
 from medq.storage import sources
+
+from medq.errors import MedQError
 
 META_KEY = b"medq_manifest"
 MANIFEST_DIR = "manifests"
@@ -114,6 +121,7 @@ def build_manifest(out_path: Path | str, size: int, seed: int = 0, *, mix: Mix |
                                    row_group_size=BLOCK)
                 if progress:
                     progress(stop, size, "manifest")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -145,19 +153,21 @@ class PoolManifest:
         self.block: int = int(self.meta.get("block", BLOCK))
         self._groups: OrderedDict[int, pa.Table] = OrderedDict()
         self._cache_groups = cache_groups
+        self._lock = threading.Lock()  # one Parquet reader shared by callers on several threads
 
     def __len__(self) -> int:
         return self._file.metadata.num_rows
 
     def _group(self, g: int) -> pa.Table:
-        if g in self._groups:
-            self._groups.move_to_end(g)
-            return self._groups[g]
-        table = self._file.read_row_group(g)
-        self._groups[g] = table
-        if len(self._groups) > self._cache_groups:
-            self._groups.popitem(last=False)
-        return table
+        with self._lock:
+            if g in self._groups:
+                self._groups.move_to_end(g)
+                return self._groups[g]
+            table = self._file.read_row_group(g)
+            self._groups[g] = table
+            if len(self._groups) > self._cache_groups:
+                self._groups.popitem(last=False)
+            return table
 
     def rows(self, rows: Sequence[int]) -> list[dict]:
         """The manifest rows (as dicts of columns) with these row numbers, in order."""
@@ -176,7 +186,8 @@ class PoolManifest:
     def find(self, image_ids: Sequence[str]) -> list[int]:
         """Row numbers of `image_ids` (scans the id column once per call)."""
         wanted = list(image_ids)
-        table = self._file.read(columns=["row", "image_id"])
+        with self._lock:
+            table = self._file.read(columns=["row", "image_id"])
         mask = pc.is_in(table.column("image_id"), value_set=pa.array(wanted, pa.string()))
         hits = table.filter(mask)
         where = dict(zip(hits.column("image_id").to_pylist(), hits.column("row").to_pylist()))
@@ -336,12 +347,14 @@ def _insert_chunk(catalog, t: pa.Table, mid: str, size: int, channels: dict[str,
 
 
 _OPEN: dict[Path, PoolManifest] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 def _open(path: Path) -> PoolManifest:
-    if path not in _OPEN:
-        _OPEN[path] = PoolManifest(path)
-    return _OPEN[path]
+    with _OPEN_LOCK:
+        if path not in _OPEN:
+            _OPEN[path] = PoolManifest(path)
+        return _OPEN[path]
 
 
 def render_for_workspace(workspace, image_ids: Sequence[str]) -> list[np.ndarray]:
@@ -375,5 +388,13 @@ def render_for_workspace(workspace, image_ids: Sequence[str]) -> list[np.ndarray
     return [out[i] for i in ids]
 
 
-__all__ = ["build_manifest", "PoolManifest", "register_pool", "render_for_workspace",
-           "ManifestBuilt", "PoolRegistered", "ManifestError", "row_degradations"]
+__all__ = [
+    "ManifestBuilt",
+    "ManifestError",
+    "PoolManifest",
+    "PoolRegistered",
+    "build_manifest",
+    "register_pool",
+    "render_for_workspace",
+    "row_degradations",
+]

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
-from typing import Callable
 
 import numpy as np
+from medq.engine.taxonomy import MODALITIES
 from PIL import Image
 
-from medq.engine.taxonomy import MODALITIES
 from medq.errors import MedQError
 
 
@@ -223,7 +223,8 @@ def _build_refs() -> dict[str, list[BaseRef]]:
 
     # CT: real slices in several display windows, the Shepp-Logan phantom, random phantoms.
     windows = {"soft": (40.0, 400.0), "bone": (400.0, 1800.0), "brain": (40.0, 120.0)}
-    for name, wins in (("CT_small.dcm", ("soft", "bone")), ("693_UNCI.dcm", ("soft", "bone", "brain"))):
+    for name, wins in (("CT_small.dcm", ("soft", "bone")),
+                       ("693_UNCI.dcm", ("soft", "bone", "brain"))):
         pkg = "pydicom"
         for wname in wins:
             out["CT"].append(_ref(f"CT/pydicom/{name}/{wname}", "CT", pkg, name, None,

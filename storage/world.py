@@ -23,19 +23,26 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
 from medq.engine import taxonomy
 from medq.engine.formats.images import png_bytes
 from medq.engine.questions import compare_description, describe, make_questions
-from medq.engine.world import (ItemSpec, WorldPlan, WorldSpec, base_size, canonical_json,
-                               plan_world, render_item)
-from medq.errors import MedQError
+from medq.engine.world import (
+    ItemSpec,
+    WorldPlan,
+    WorldSpec,
+    base_size,
+    canonical_json,
+    plan_world,
+    render_item,
+)
 from medq.storage import sources
+
+from medq.errors import MedQError
 
 FORMAT = "medq-world/1"
 QA_TSV = "eval/medqbench_QA_test.tsv"
@@ -69,6 +76,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; world files are meant to be shared/served
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,8 +162,11 @@ def write_world(spec: WorldSpec, out_dir: Path | str, progress: Progress | None 
         _remove_stale(out / split, keep)
 
     # Evaluation TSVs.
-    from medq.engine.formats.medqbench import (description_records_to_frame,
-                                               mcq_records_to_frame, paired_records_to_frame)
+    from medq.engine.formats.medqbench import (
+        description_records_to_frame,
+        mcq_records_to_frame,
+        paired_records_to_frame,
+    )
     qa, desc = [], []
     n_types = len(spec.question_types)
     for k, item in enumerate(world_plan.eval):
@@ -232,5 +243,15 @@ def read_world_spec(folder: Path | str) -> WorldSpec:
     return WorldSpec.from_dict(meta["spec"])
 
 
-__all__ = ["write_world", "plan", "read_world_spec", "WorldWritten", "WorldWriteError",
-           "write_atomic", "canonical_json", "QA_TSV", "DESCRIPTION_TSV", "PAIRED_TSV"]
+__all__ = [
+    "DESCRIPTION_TSV",
+    "PAIRED_TSV",
+    "QA_TSV",
+    "WorldWriteError",
+    "WorldWritten",
+    "canonical_json",
+    "plan",
+    "read_world_spec",
+    "write_atomic",
+    "write_world",
+]

@@ -57,3 +57,16 @@ def round_cache_key(context, parameters: dict) -> str:
     ws_id = Workspace(load_settings(workspace=ws)).id if ws else "-"
     rest = {k: v for k, v in parameters.items() if k != "workspace"}
     return f"{context.task.name}-{ws_id}-{stable_hash(rest)}"
+
+
+FAULT_ENV = "MEDQ_FAULT_KILL_AT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: when ``MEDQ_FAULT_KILL_AT`` names this point, the process kills itself
+    with SIGKILL right here (no cleanup, no flushing), as a machine failure would. Used by the
+    end-to-end resume tests; a no-op otherwise."""
+    import os
+    import signal
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

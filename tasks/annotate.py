@@ -15,7 +15,7 @@ from medq.errors import MedQError
 from medq.storage.annotation import AnnotationRequest, create_annotation_backend
 from medq.storage.annotation.records import upsert_annotations
 from medq.storage.catalog import loads
-from medq.tasks._runtime import open_workspace
+from medq.tasks._runtime import fault_point, open_workspace
 
 _BACKENDS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -75,6 +75,7 @@ def submit_tasks(workspace: str, round_id: str, annotator: str) -> int:
     """Send the round's tasks to the backend (idempotent) and record their external ids."""
     requests = _requests(workspace, round_id)
     external = backend_for(workspace, annotator).submit(requests)
+    fault_point("annotate:submitted")
     open_workspace(workspace).catalog.upsert("annotation_tasks", [
         {"task_id": t, "external_id": str(e), "status": "sent"} for t, e in external.items()])
     get_run_logger().info("round %s: %d annotation tasks with %s", round_id, len(requests), annotator)

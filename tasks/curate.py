@@ -14,7 +14,7 @@ from medq.engine.curate import CurationReport, curate_batch, mix_training_set
 from medq.engine.pseudo import pseudo_labels
 from medq.storage.catalog import loads
 from medq.storage.images import load_images
-from medq.tasks._runtime import open_workspace, stable_hash
+from medq.tasks._runtime import fault_point, open_workspace, stable_hash
 from medq.tasks.embed import embed_images
 from medq.tasks.rounds import checkpoint_row
 
@@ -122,6 +122,7 @@ def register_dataset(workspace: str, round_id: str, frame: pd.DataFrame, report:
             "n_new": len(items), "n_train": len(mixed), "quarantined": len(report.quarantined),
             "unresolved": len(pending),
             "summary": "; ".join(report.failure_reasons) or f"{report.n_clean} of {report.n_rows} rows clean"}
+    fault_point("curate:validated")
     with ws.catalog.transaction() as tx:
         tx.upsert("quarantine", report.quarantine_rows(round_id))
         if report.passed:

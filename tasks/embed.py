@@ -18,7 +18,7 @@ from medq.engine.embed import QualityEmbedder, create_embedder
 from medq.storage.embedding_store import EmbeddingStore
 from medq.storage.images import load_images
 from medq.storage.vectors import build_from_store, latest_index_id, load_index, save_index
-from medq.tasks._runtime import open_workspace
+from medq.tasks._runtime import fault_point, open_workspace
 
 CURRENT_KEY = "embedders/current.json"
 FIT_SAMPLE = 1000
@@ -98,6 +98,7 @@ def embed_pool(workspace: str) -> dict[str, Any]:
             chunk = todo[start:start + 4 * BATCH]
             vectors = embedder.embed(load_images(ws, chunk, size=ws.settings.embedder.image_size))
             added += store.append(chunk, vectors)
+            fault_point("explore:embedding")
         if todo:
             logger.info("embedded %d of %d pool images", min(offset, total), total)
     return {"pool": total, "added": added, "stored": len(store)}

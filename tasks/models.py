@@ -18,7 +18,7 @@ from medq.engine.scoring import eval_id_for
 from medq.errors import MedQError
 from medq.storage.catalog import loads
 from medq.storage.images import load_images
-from medq.tasks._runtime import open_workspace, stable_hash
+from medq.tasks._runtime import fault_point, open_workspace, stable_hash
 from medq.tasks.evaluate import judge_name
 from medq.tasks.rounds import checkpoint_row
 
@@ -90,6 +90,7 @@ def train_model(workspace: str, parent: str | None, dataset_id: str, round_id: s
     train = {"n_examples": report.n_examples, "seconds": round(report.seconds, 2),
              "final_loss": report.losses[-1] if report.losses else None}
     key = save_model(ws, model, parent=parent, dataset_id=dataset_id, metrics={"train": train})
+    fault_point("finetune:saved")
     get_run_logger().info("trained %s on %d examples in %.1f s", version, report.n_examples,
                           report.seconds)
     return {"version": version, "artifact_key": key, "train": train}
@@ -116,12 +117,12 @@ def promote_if_better(workspace: str, round_id: str | None, candidate: str,
     stored = loads(ws.catalog.scalar("SELECT metrics FROM model_versions WHERE version = ?",
                                      [candidate]), {}) or {}
     desc = (cand.get("description") or {}).get("overall")
-    info = {"model_out": candidate, "promoted": decision.promoted, "reason": decision.reason,
+    info = {"model_out": candidate, "promoted": decision.promote, "reason": decision.reason,
             "accuracy_out": cand.get("accuracy"), "description_out": desc,
             "accuracy_in": None if cur is None else cur.get("accuracy"),
             "description_in": None if cur is None else (cur.get("description") or {}).get("overall")}
     with ws.catalog.transaction() as tx:
-        tx.upsert("model_versions", [{"version": candidate, "promoted": decision.promoted,
+        tx.upsert("model_versions", [{"version": candidate, "promoted": decision.promote,
                                       "reason": decision.reason,
                                       "metrics": {**stored, "eval": {"accuracy": cand.get("accuracy"),
                                                                      "description": desc}}}])

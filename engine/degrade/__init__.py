@@ -11,8 +11,25 @@ simulator is documented in its module: :mod:`.ct` (projection domain), :mod:`.mr
 :mod:`.general`, :mod:`.xray`, :mod:`.histo`, :mod:`.optical`, :mod:`.ultrasound`.
 """
 from medq.engine.degrade._util import DegradationError
-from medq.engine.degrade.registry import (SIMULATORS, STAGES, Simulator, apply, degrade, ordered,
-                                          simulator, step_rng)
+from medq.engine.degrade.registry import (
+                                          SIMULATORS,
+                                          STAGES,
+                                          Simulator,
+                                          apply,
+                                          degrade,
+                                          ordered,
+                                          simulator,
+                                          step_rng,
+)
 
-__all__ = ["SIMULATORS", "STAGES", "Simulator", "DegradationError", "apply", "degrade",
-           "ordered", "simulator", "step_rng"]
+__all__ = [
+                                          "SIMULATORS",
+                                          "STAGES",
+                                          "DegradationError",
+                                          "Simulator",
+                                          "apply",
+                                          "degrade",
+                                          "ordered",
+                                          "simulator",
+                                          "step_rng",
+]

@@ -6,7 +6,7 @@ a level means the same visual severity at any working size.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image

@@ -12,7 +12,6 @@ larger inputs get their artifact computed at that size and resampled.
 from __future__ import annotations
 
 import numpy as np
-
 from medq.engine.degrade import _radon
 from medq.engine.degrade._util import on_luminance, pick, r, resize, uniform
 
@@ -71,7 +70,7 @@ def sparse_view(image: np.ndarray, level: int, rng: np.random.Generator):
         return sparse - _radon.fbp(p, work.shape[0])
 
     out = on_luminance(image, lambda y: _artifact(y, residual))
-    return out, {"views": int(len(views)), "of_views": N_VIEWS, "step": step, "offset": offset}
+    return out, {"views": len(views), "of_views": N_VIEWS, "step": step, "offset": offset}
 
 
 def limited_angle(image: np.ndarray, level: int, rng: np.random.Generator):

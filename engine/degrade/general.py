@@ -4,11 +4,9 @@ scale with the image (see :func:`medq.engine.degrade._util.spatial_scale`)."""
 from __future__ import annotations
 
 import numpy as np
+from medq.engine.degrade._util import clip01, per_channel, pick, r, resize, spatial_scale, uniform
 from PIL import Image
 from scipy import ndimage
-
-from medq.engine.degrade._util import (clip01, per_channel, pick, r, resize, spatial_scale,
-                                       uniform)
 
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
@@ -32,7 +30,7 @@ def low_resolution(image: np.ndarray, level: int, rng: np.random.Generator):
     factor = uniform(rng, *pick(level, (2.0, 3.0), (4.0, 6.0)))
     method = str(rng.choice(sorted(_RESAMPLE)))
     h, w = image.shape[:2]
-    small = (max(2, int(round(h / factor))), max(2, int(round(w / factor))))
+    small = (max(2, round(h / factor)), max(2, round(w / factor)))
     out = per_channel(image, lambda c: resize(resize(c, small, Image.BOX), (h, w),
                                               _RESAMPLE[method]))
     return clip01(out), {"factor": r(factor, 4), "interpolation": method}

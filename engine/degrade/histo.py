@@ -5,10 +5,17 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from medq.engine.degrade._util import (
+    clip01,
+    fft_convolve,
+    per_channel,
+    pick,
+    r,
+    spatial_scale,
+    uniform,
+)
 from PIL import Image
 from skimage.color import hed2rgb, rgb2hed
-
-from medq.engine.degrade._util import clip01, fft_convolve, per_channel, pick, r, spatial_scale, uniform
 
 
 def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -54,7 +61,8 @@ def focus_blur(image: np.ndarray, level: int, rng: np.random.Generator):
     """Out-of-focus scan: convolution with a defocus disk of radius `radius_px`."""
     radius = uniform(rng, *pick(level, (1.3, 2.0), (3.2, 4.5))) * spatial_scale(image)
     kernel = _disk(radius)
-    return clip01(per_channel(image, lambda c: fft_convolve(c, kernel))), {"radius_px": r(radius, 4)}
+    out = per_channel(image, lambda c: fft_convolve(c, kernel))
+    return clip01(out), {"radius_px": r(radius, 4)}
 
 
 def compression(image: np.ndarray, level: int, rng: np.random.Generator):

@@ -12,9 +12,8 @@ follow torchio's RandomMotion / RandomGhosting / RandomSpike / RandomBiasField.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-
 from medq.engine.degrade._util import norm_grid, on_luminance, pick, r, spatial_scale, uniform
+from scipy import ndimage
 
 
 def _k(img: np.ndarray) -> np.ndarray:
@@ -146,9 +145,9 @@ def undersampling(image: np.ndarray, level: int, rng: np.random.Generator):
     def fn(y):
         n = y.shape[axis]
         keep = np.zeros(n, dtype=bool)
-        half = max(1, int(round(centre * n / 2)))
+        half = max(1, round(centre * n / 2))
         keep[n // 2 - half:n // 2 + half] = True
-        target = max(int(round(n / accel)), int(keep.sum()))
+        target = max(round(n / accel), int(keep.sum()))
         outer = np.flatnonzero(~keep)
         extra = target - int(keep.sum())
         if extra > 0:

@@ -3,9 +3,17 @@ specular highlights, motion blur."""
 from __future__ import annotations
 
 import numpy as np
-
-from medq.engine.degrade._util import (clip01, fft_convolve, luminance, norm_grid, per_channel,
-                                       pick, r, spatial_scale, uniform)
+from medq.engine.degrade._util import (
+    clip01,
+    fft_convolve,
+    luminance,
+    norm_grid,
+    per_channel,
+    pick,
+    r,
+    spatial_scale,
+    uniform,
+)
 
 
 def uneven_illumination(image: np.ndarray, level: int, rng: np.random.Generator):

@@ -8,11 +8,10 @@ same pixels. Level 0 is the identity, 1 mild, 2 severe.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
 from medq.engine import taxonomy
 from medq.engine.degrade import ct, general, histo, mri, optical, ultrasound, xray
 from medq.engine.degrade._util import DegradationError, check_image
@@ -95,8 +94,10 @@ def simulator(name: str) -> Simulator:
 
 
 def _check_level(level, where: str) -> int:
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or int(level) not in (0, 1, 2):
-        raise DegradationError(f"{where}: level must be 0 (none), 1 (mild) or 2 (severe), got {level!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) \
+            or int(level) not in (0, 1, 2):
+        raise DegradationError(f"{where}: level must be 0 (none), 1 (mild) or 2 (severe), "
+                               f"got {level!r}")
     return int(level)
 
 

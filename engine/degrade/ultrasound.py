@@ -3,9 +3,8 @@ travels down the image)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-
 from medq.engine.degrade._util import on_luminance, pick, r, spatial_scale, uniform
+from scipy import ndimage
 
 
 def speckle(image: np.ndarray, level: int, rng: np.random.Generator):

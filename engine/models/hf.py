@@ -188,6 +188,19 @@ class _Runtime:
     """One loaded base model (possibly wrapped by peft with several adapters) and its processor,
     shared by every version fine-tuned from it in this process."""
 
+    @classmethod
+    def from_objects(cls, path: Path, model, processor, device: str) -> "_Runtime":
+        rt = cls.__new__(cls)
+        rt.path, rt.device = Path(path), device
+        rt.dtype = next(model.parameters()).dtype
+        rt.processor, rt.tokenizer = processor, processor.tokenizer
+        if rt.tokenizer.pad_token_id is None:
+            rt.tokenizer.pad_token = rt.tokenizer.eos_token
+        rt.model = model.eval()
+        rt.letter_ids = letter_token_ids(rt.tokenizer)
+        rt.lock = threading.RLock()
+        return rt
+
     def __init__(self, path: Path, device: str):
         import torch
         from transformers import AutoModelForImageTextToText
@@ -253,6 +266,28 @@ def _runtime(path: Path, device: str) -> _Runtime:
         if key not in _RUNTIMES:
             _RUNTIMES[key] = _Runtime(Path(path), device)
         return _RUNTIMES[key]
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Activation (gradient) checkpointing on/off: transformers 5 names, 4.x names as fallback."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        if on:
+            base.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            base.activation_checkpointing_disable()
+    elif on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
+
+
+def register_loaded(path: Path, model, processor, device: str) -> None:
+    """Use an already-built model + processor for `path` (benchmarks build large random-weight
+    models in memory instead of writing and re-reading gigabytes)."""
+    key = (str(Path(path).resolve()), _resolve_device(device))
+    with _RUNTIMES_LOCK:
+        _RUNTIMES[key] = _Runtime.from_objects(Path(path), model, processor, key[1])
 
 
 def _adapter_name(version: str) -> str:
@@ -451,7 +486,7 @@ class HFModel(QualityModel):
             use_gc = self.config["gradient_checkpointing"]
             use_gc = cuda if use_gc is None else use_gc
             if use_gc:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                _checkpointing(model, True)
                 model.enable_input_require_grads()
             params = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=self.config["learning_rate"], weight_decay=0.0)
@@ -474,7 +509,7 @@ class HFModel(QualityModel):
                         del order[:bs]
                         enc = self.collate(batch)
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                            loss = model(**enc).loss / accum
+                            loss = model(**enc, use_cache=False).loss / accum
                         loss.backward()
                         step_loss += float(loss.detach())
                         n_seen += len(batch)
@@ -485,7 +520,7 @@ class HFModel(QualityModel):
             finally:
                 model.eval()
                 if use_gc:
-                    model.gradient_checkpointing_disable()
+                    _checkpointing(model, False)
         new = HFModel(new_version, path=self.path, adapter=name, **self.config)
         new.parent = self.version
         seconds = time.perf_counter() - t0

@@ -90,12 +90,13 @@ def _sizes(size: str, vocab: int) -> tuple[dict, dict]:
 
 
 def build_random_qwen2vl(folder: Path, size: str = "tiny", seed: int = 0, image_pixels: int = 56 * 56,
-                         dtype=None, save_weights: bool = True):
+                         dtype=None, device: str = "cpu", save_weights: bool = True):
     """Write a random-weight Qwen2-VL model folder; returns (model, processor).
 
-    `image_pixels`: pixel budget of the image processor (56*56 -> 4 image tokens). With
-    `save_weights=False` only the config and processor are written (a large model is then built
-    in memory by the caller)."""
+    `image_pixels`: pixel budget of the image processor (56*56 -> 4 image tokens; 448*448 -> 256).
+    The model is initialised directly on `device` in `dtype` (a 2B model in bf16 on a GPU takes
+    seconds). With `save_weights=False` only the config and processor files are written: register
+    the in-memory model with :func:`medq.engine.models.hf.register_loaded` to use it."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -123,9 +124,8 @@ def build_random_qwen2vl(folder: Path, size: str = "tiny", seed: int = 0, image_
     image_processor.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    if dtype is not None:
-        model = model.to(dtype)
+    with torch.device(device):
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype or torch.float32)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     if save_weights:

@@ -23,8 +23,8 @@ scaling), so they sum to 1 and are calibrated.
 
 Training (:meth:`LiteModel.fine_tune`): MCQs generated from the labels
 (:func:`.lite_data.training_mcqs`), loss = option cross-entropy + 0.5 x (modality + mean level +
-verdict cross-entropy). AdamW, cosine schedule, 2 torch threads, seeded: the same data and seed
-give the same weights. A trained model fine-tunes warm: the vocabulary is extended (old head rows
+verdict cross-entropy). AdamW, cosine schedule, one torch thread (see `threads`), seeded: the same
+data and seed give the same weights. A trained model fine-tunes warm: the vocabulary is extended (old head rows
 kept), the feature normalization is kept.
 """
 from __future__ import annotations
@@ -113,7 +113,11 @@ def _build_net(d_in: int, vocab: Vocab, hidden: int):
             self.deg_head = nn.Linear(h, 3 * k)
             self.ver_head = nn.Linear(h, self.n_ver)
             self.img_proj = nn.Linear(h, h)
-            self.txt_proj = nn.Sequential(nn.Linear(2 * d_txt, h), nn.GELU(), nn.Linear(h, h))
+            # text projection of [question; option]: the first layer is split per text so that it
+            # runs once per distinct string (W [q; o] = W_q q + W_o o)
+            self.txt_q = nn.Linear(d_txt, h)
+            self.txt_o = nn.Linear(d_txt, h, bias=False)
+            self.txt_out = nn.Linear(h, h)
             self.score = nn.Sequential(nn.Linear(h + N_CROSS, h), nn.GELU(), nn.Linear(h, 1))
             self.cross_lin = nn.Linear(N_CROSS, 1)
             self.log_tau = nn.Parameter(torch.tensor(math.log(0.05)))
@@ -130,41 +134,48 @@ def _build_net(d_in: int, vocab: Vocab, hidden: int):
             h = self.trunk(z)
             return h, self.mod_head(h), self.deg_head(h).view(len(h), self.n_deg, 3), self.ver_head(h)
 
-        def crosses(self, q, o, p_mod, p_lvl, p_ver):
-            """Grounded compatibility features. q (B, T), o (B, O, T), probabilities per image
-            (B, M), (B, K, 3), (B, V) -> (B, O, N_CROSS)."""
+        def text_tables(self, emb):
+            """Everything the scorer needs from a text, computed once per distinct string:
+            cosine similarities to each anchor set and the first text-projection layer."""
+            return {"deg": emb @ self.a_deg.T, "mod": emb @ self.a_mod.T, "ver": emb @ self.a_ver.T,
+                    "lvl": emb @ self.a_lvl.T, "pol": emb @ self.a_pol.T,
+                    "tq": self.txt_q(emb), "to": self.txt_o(emb)}
+
+        def crosses(self, sq, so, p_mod, p_lvl, p_ver):
+            """Grounded compatibility features from the question's (B, .) and options' (B, O, .)
+            text tables and the attribute probabilities (B, M), (B, K, 3), (B, V)
+            -> (B, O, N_CROSS)."""
             tau = self.log_tau.exp().clamp(0.01, 1.0)
 
-            def soft(t, anchors):  # t (..., T) -> soft assignment (..., A) and best cosine (...)
-                s = t @ anchors.T
-                return torch.softmax(s / tau, -1), s.max(-1).values
+            def soft(sims):  # cosines to anchors -> soft assignment and best cosine
+                return torch.softmax(sims / tau, -1), sims.max(-1).values
 
-            n_opt = o.shape[1]
+            n_opt = so["pol"].shape[1]
             p_pres = 1 - p_lvl[..., 0]                                     # (B, K)
             e_lvl = p_lvl[..., 1] + 2 * p_lvl[..., 2]
             p_clean = torch.exp(torch.log1p(-p_pres.clamp(max=1 - 1e-6)).sum(-1))  # (B,)
             p_le1 = torch.exp(torch.log1p(-p_lvl[..., 2].clamp(max=1 - 1e-6)).sum(-1))
             worst = torch.stack([p_clean, (p_le1 - p_clean).clamp(min=0), 1 - p_le1], -1)
             if self.n_deg:
-                ad_o, md_o = soft(o, self.a_deg)                           # (B, O, K), (B, O)
-                ad_q, md_q = soft(q, self.a_deg)                           # (B, K), (B,)
+                ad_o, md_o = soft(so["deg"])                               # (B, O, K), (B, O)
+                ad_q, md_q = soft(sq["deg"])                               # (B, K), (B,)
                 c1 = (ad_o * p_pres[:, None]).sum(-1)
                 c2 = (ad_o * e_lvl[:, None]).sum(-1)
                 c4 = (ad_q * p_pres).sum(-1)
                 c5 = (ad_q * e_lvl).sum(-1)
                 lvl_q = (ad_q[..., None] * p_lvl).sum(1)                   # (B, 3)
             else:
-                zero = o.new_zeros(o.shape[:2])
+                zero = so["pol"].new_zeros(so["pol"].shape[:2])
                 c1 = c2 = md_o = zero
-                c4 = c5 = md_q = q.new_zeros(len(q))
+                c4 = c5 = md_q = sq["pol"].new_zeros(len(sq["pol"]))
                 lvl_q = worst
-            al_o, ml_o = soft(o, self.a_lvl)                               # (B, O, 3)
-            am_o, mm_o = soft(o, self.a_mod)
-            am_q, _ = soft(q, self.a_mod)
-            av_o, mv_o = soft(o, self.a_ver)
-            av_q, _ = soft(q, self.a_ver)
-            pol = o @ self.a_pol[0] - o @ self.a_pol[1]                    # yes minus no (B, O)
-            none_o = o @ self.a_pol[2]
+            al_o, ml_o = soft(so["lvl"])                                   # (B, O, 3)
+            am_o, mm_o = soft(so["mod"])
+            am_q, _ = soft(sq["mod"])
+            av_o, mv_o = soft(so["ver"])
+            av_q, _ = soft(sq["ver"])
+            pol = so["pol"][..., 0] - so["pol"][..., 1]                    # yes minus no (B, O)
+            none_o = so["pol"][..., 2]
             mod_q = (am_q * p_mod).sum(-1)
             ver_q = (av_q * p_ver).sum(-1)
 
@@ -178,18 +189,25 @@ def _build_net(d_in: int, vocab: Vocab, hidden: int):
                     pol * rep(2 * p_clean - 1), pol * rep(2 * mod_q - 1)]
             return torch.stack(cols, -1)
 
-        def option_logits(self, h, p_mod, p_lvl, p_ver, q, o, mask):
-            """h (B, h) image trunk of each question's image; q (B, T); o (B, O, T); mask (B, O)
+        def option_logits(self, h, p_mod, p_lvl, p_ver, emb, q_idx, o_idx, mask):
+            """h (B, h): trunk of each question's image; attribute probabilities per question;
+            emb (S, T): text embedding table; q_idx (B,), o_idx (B, O) rows of it; mask (B, O)
             True where an option exists -> logits (B, O), -inf on missing options."""
-            c = self.crosses(q, o, p_mod, p_lvl, p_ver)
+            uniq, inv = torch.unique(torch.cat([q_idx, o_idx.reshape(-1)]), return_inverse=True)
+            tables = self.text_tables(emb[uniq])
+            iq, io = inv[:len(q_idx)], inv[len(q_idx):].view_as(o_idx)
+            sq = {k: v[iq] for k, v in tables.items()}
+            so = {k: v[io] for k, v in tables.items()}
+            c = self.crosses(sq, so, p_mod, p_lvl, p_ver)
             u = self.img_proj(h)[:, None, :]
-            v = self.txt_proj(torch.cat([q[:, None, :].expand_as(o), o], -1))
+            v = self.txt_out(torch.nn.functional.gelu(sq["tq"][:, None, :] + so["to"]))
             s = self.score(torch.cat([u * v, c], -1)).squeeze(-1) + self.cross_lin(c).squeeze(-1)
             return s.masked_fill(~mask, float("-inf"))
 
-        def forward(self, x, q, o, mask):
+        def forward(self, x, emb, q_idx, o_idx, mask):
             h, lm, ll, lv = self.attributes(x)
-            return self.option_logits(h, lm.softmax(-1), ll.softmax(-1), lv.softmax(-1), q, o, mask)
+            return self.option_logits(h, lm.softmax(-1), ll.softmax(-1), lv.softmax(-1), emb, q_idx,
+                                      o_idx, mask)
 
     return LiteNet()
 
@@ -236,19 +254,22 @@ class LiteModel(QualityModel):
 
     Options: `epochs` (from scratch), `warm_epochs` (fine-tuning a trained model; default half),
     `hidden` (trunk width), `lr`, `batch_size` (MCQs per step), `mcqs_per_image` (training questions
-    generated per labelled image), `holdout` (fraction of images held out for temperature scaling),
-    `threads` (torch threads while training), `seed`.
+    generated per labelled image), `mcqs_per_epoch` (of those, drawn per image each epoch), `holdout` (fraction of images held out for temperature scaling),
+    `threads` (torch threads while training; default 1: the network is small, and on a shared
+    2-core machine two OpenMP threads made training 12x slower in CPU time, 2 s vs 27 s, because
+    every small op waits at a barrier for a descheduled thread), `seed`.
     An untrained model (no vocabulary yet) answers with uniform probabilities."""
 
     backend = "lite"
 
     def __init__(self, version: str = "lite-base", *, epochs: int = 30, warm_epochs: int | None = None,
-                 hidden: int = 128, lr: float = 3e-3, batch_size: int = 512, mcqs_per_image: int = 6,
-                 holdout: float = 0.1, threads: int = 2, seed: int = 0, encoder=None):
+                 hidden: int = 128, lr: float = 3e-3, batch_size: int = 256, mcqs_per_image: int = 6,
+                 mcqs_per_epoch: int = 2, holdout: float = 0.1, threads: int = 1, seed: int = 0, encoder=None):
         super().__init__(version)
         self.config = {"epochs": int(epochs), "warm_epochs": int(warm_epochs or max(1, epochs // 2)),
                        "hidden": int(hidden), "lr": float(lr), "batch_size": int(batch_size),
-                       "mcqs_per_image": int(mcqs_per_image), "holdout": float(holdout),
+                       "mcqs_per_image": int(mcqs_per_image), "mcqs_per_epoch": int(mcqs_per_epoch),
+                       "holdout": float(holdout),
                        "threads": int(threads), "seed": int(seed)}
         self.vocab: Vocab | None = None
         self.net = None
@@ -373,7 +394,7 @@ class LiteModel(QualityModel):
                 idx = torch.tensor(img_index[s:s + 1024])
                 emb, q_idx, o_idx, mask = self._pack(chunk)
                 logits = self.net.option_logits(h[idx], lm.softmax(-1)[idx], ll.softmax(-1)[idx],
-                                                lv.softmax(-1)[idx], emb[q_idx], emb[o_idx], mask)
+                                                lv.softmax(-1)[idx], emb, q_idx, o_idx, mask)
                 probs_all.append(torch.softmax(logits / self.temperature, -1).double().numpy())
         out = []
         r = 0
@@ -513,21 +534,31 @@ class LiteModel(QualityModel):
 
         opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
         bs = cfg["batch_size"]
-        steps_per_epoch = max(1, math.ceil(len(train_q) / bs))
+        # each epoch visits every training image with `per_epoch` of its questions (drawn from its
+        # pool of about `mcqs_per_image`): the pool gives variety, the draw keeps epochs cheap
+        per_epoch = max(1, min(cfg["mcqs_per_epoch"], cfg["mcqs_per_image"]))
+        by_image: dict[int, list[int]] = {}
+        for qi in train_q:
+            by_image.setdefault(int(owner[qi]), []).append(int(qi))
+        pools = list(by_image.values())
+        n_per_epoch = sum(min(per_epoch, len(p)) for p in pools)
+        steps_per_epoch = max(1, math.ceil(n_per_epoch / bs))
         total = epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         losses = []
         for epoch in range(epochs):
             net.train()
-            order = train_q[rng.permutation(len(train_q))]
+            picked = [p[j] for p in pools
+                      for j in rng.choice(len(p), size=min(per_epoch, len(p)), replace=False)]
+            order = np.asarray(picked, np.int64)[rng.permutation(len(picked))]
             ep_loss = 0.0
             for s in range(0, len(order), bs):
                 b = torch.from_numpy(order[s:s + bs])
                 img = owner_t[b]
                 h, lm, ll, lv = net.attributes(x[img])
                 logits = net.option_logits(h, lm.softmax(-1), ll.softmax(-1), lv.softmax(-1),
-                                           emb[q_idx[b]], emb[o_idx[b]], mask[b])
+                                           emb, q_idx[b], o_idx[b], mask[b])
                 loss_opt = F.cross_entropy(logits, gold[b])
                 loss_att = F.cross_entropy(lm, tg["modality"][img]) + F.cross_entropy(lv, tg["verdict"][img])
                 if vocab.degradations:
@@ -546,7 +577,7 @@ class LiteModel(QualityModel):
             net.eval()
             with torch.inference_mode():
                 b = torch.from_numpy(hold_q)
-                logits = net(x[owner_t[b]], emb[q_idx[b]], emb[o_idx[b]], mask[b])
+                logits = net(x[owner_t[b]], emb, q_idx[b], o_idx[b], mask[b])
             self.temperature, nll_before, nll_after = _fit_temperature(logits, gold[b])
             with torch.inference_mode():
                 acc = float((logits.argmax(-1) == gold[b]).float().mean())

@@ -116,6 +116,9 @@ def check_examples(examples: Sequence[LabelledImage]) -> None:
         for d in ex.degradations:
             if not isinstance(d, dict) or "type" not in d:
                 raise ModelError(f"example {ex.item_id}: degradation {d!r} lacks a 'type'")
+            if d.get("level") not in (1, 2):
+                raise ModelError(f"example {ex.item_id}: degradation {d['type']!r} has level "
+                                 f"{d.get('level')!r}; expected 1 (mild) or 2 (severe)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,8 +15,12 @@ from medq.cli._common import JsonOpt, WorkspaceOpt, console, emit_json, fail, se
 
 def prefect_environment(workspace: Path) -> None:
     """Keep Prefect's home inside the workspace and its telemetry off (before importing it)."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(workspace).resolve() / "prefect"))
+    home = Path(workspace).resolve() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary server can take a while to start on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -36,12 +40,12 @@ def _pct(x) -> str:
 
 
 def rounds_table(rows: list[dict]) -> Table:
-    table = Table(title="MedQ rounds", show_lines=False)
-    for col, just in [("round", "left"), ("acc in %", "right"), ("acc out %", "right"),
-                      ("desc 0-8", "right"), ("promoted", "center"), ("spend", "right"),
-                      ("expert/verify/auto", "right"), ("prototypes", "right"),
-                      ("candidates", "right"), ("yield %", "right"), ("pool base %", "right")]:
-        table.add_column(col, justify=just)
+    table = Table(title="MedQ rounds (acc = eval MCQ accuracy %, desc = description score 0-8, "
+                  "E/V/A = items per lane, yield = % of candidates the model gets wrong vs the "
+                  "pool's base %)", title_justify="left", pad_edge=False)
+    for col in ("round", "acc in", "acc out", "desc", "promo", "spend", "E/V/A", "protos",
+                "cands", "yield", "base"):
+        table.add_column(col, justify="left" if col == "round" else "right", no_wrap=True)
     for r in rows:
         lanes = r.get("items_by_lane") or {}
         desc = r.get("description_out")

@@ -8,11 +8,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from medq.cli._common import JsonOpt, WorkspaceOpt, console, emit_json, guarded, settings_for
@@ -85,7 +91,8 @@ def _mix(modalities, degradations, levels: str | None, multi: float | None):
         try:
             parts = tuple(float(x) for x in levels.split(","))
         except ValueError:
-            raise SynthArgError(f"--levels must be three numbers 'clean,mild,severe', got {levels!r}") from None
+            raise SynthArgError(f"--levels must be three numbers 'clean,mild,severe', "
+                                f"got {levels!r}") from None
         kw["levels"] = parts
     if multi is not None:
         kw["multi"] = multi
@@ -124,29 +131,38 @@ MultiOpt = typer.Option(None, "--multi", min=0.0, max=1.0,
                         help="Probability of a second degradation (default 0.25).")
 
 
+_OUT_WORLD = typer.Option(..., "--out", "-o", help="World folder to write.")
+_EVAL = typer.Option(60, "--eval", min=0, help="Eval images (each gives one MCQ per question "
+                     "type and one description).")
+_POOL = typer.Option(500, "--pool", min=0, help="Pool images.")
+_SEED_SET = typer.Option(60, "--seed-set", min=0, help="Labelled seed images.")
+_SEED = typer.Option(0, "--seed", help="Seed (same seed and options = identical files).")
+_SIZE = typer.Option(128, "--size", min=32, max=1024, help="Image side in px.")
+_BIAS = typer.Option(None, "--bias", help="Modalities/degradations under-represented in the seed "
+                     "set, e.g. 'endoscopy,motion_blur'.")
+_BIAS_FACTOR = typer.Option(0.1, "--bias-factor", min=0.0,
+                            help="Weight multiplier of --bias in the seed set (0 = absent).")
+_RARE = typer.Option(None, "--rare", help="Modalities/degradations that are rare in the pool.")
+_RARE_SHARE = typer.Option(0.05, "--rare-share", min=0.0, max=1.0,
+                           help="Share of the pool that is --rare cases.")
+_PAIRED = typer.Option(0, "--paired", min=0,
+                       help="Paired eval items (writes eval/medqbench_paired_test.tsv).")
+_ROWS = typer.Option(1_000_000, "--size", min=1, help="Rows (pool images).")
+_OUT_POOL = typer.Option(..., "--out", "-o", help="Manifest file (.parquet).")
+_IMAGE_SIZE = typer.Option(128, "--image-size", min=32, max=1024, help="Rendered image side in px.")
+_REGISTER = typer.Option(False, "--register",
+                         help="Also register the rows as pool items of the workspace.")
+
+
 @synth_app.command("world")
-def world_cmd(out: Path = typer.Option(..., "--out", "-o", help="World folder to write."),
-              eval_size: int = typer.Option(60, "--eval", min=0, help="Eval images (each gives "
-                                            "one MCQ per question type and one description)."),
-              pool: int = typer.Option(500, "--pool", min=0, help="Pool images."),
-              seed_set: int = typer.Option(60, "--seed-set", min=0, help="Labelled seed images."),
-              seed: int = typer.Option(0, "--seed", help="World seed."),
-              size: int = typer.Option(128, "--size", min=32, max=1024, help="Image side in px."),
-              modalities: Optional[list[str]] = ModalitiesOpt,
-              degradations: Optional[list[str]] = DegradationsOpt,
-              levels: Optional[str] = LevelsOpt, multi: Optional[float] = MultiOpt,
-              bias: Optional[list[str]] = typer.Option(
-                  None, "--bias", help="Modalities/degradations under-represented in the seed "
-                  "set, e.g. 'endoscopy,motion_blur'."),
-              bias_factor: float = typer.Option(0.1, "--bias-factor", min=0.0,
-                                                help="Weight multiplier of --bias in the seed set."),
-              rare: Optional[list[str]] = typer.Option(
-                  None, "--rare", help="Modalities/degradations that are rare in the pool."),
-              rare_share: float = typer.Option(0.05, "--rare-share", min=0.0, max=1.0,
-                                               help="Share of the pool that is --rare cases."),
-              paired: int = typer.Option(0, "--paired", min=0, help="Paired eval items "
-                                         "(writes eval/medqbench_paired_test.tsv)."),
-              json_out: bool = JsonOpt) -> None:
+def world_cmd(out: Path = _OUT_WORLD, eval_size: int = _EVAL, pool: int = _POOL,
+              seed_set: int = _SEED_SET, seed: int = _SEED, size: int = _SIZE,
+              modalities: list[str] | None = ModalitiesOpt,
+              degradations: list[str] | None = DegradationsOpt,
+              levels: str | None = LevelsOpt, multi: float | None = MultiOpt,
+              bias: list[str] | None = _BIAS, bias_factor: float = _BIAS_FACTOR,
+              rare: list[str] | None = _RARE, rare_share: float = _RARE_SHARE,
+              paired: int = _PAIRED, json_out: bool = JsonOpt) -> None:
     """Write a synthetic world: eval TSVs (MedQ-Bench format), labelled seed set, pool."""
     def run() -> None:
         from medq.engine.world import WorldSpec
@@ -170,20 +186,13 @@ def world_cmd(out: Path = typer.Option(..., "--out", "-o", help="World folder to
 
 
 @synth_app.command("pool")
-def pool_cmd(size: int = typer.Option(1_000_000, "--size", min=1, help="Rows (pool images)."),
-             out: Path = typer.Option(..., "--out", "-o", help="Manifest file (.parquet)."),
-             seed: int = typer.Option(0, "--seed", help="Manifest seed."),
-             image_size: int = typer.Option(128, "--image-size", min=32, max=1024,
-                                            help="Rendered image side in px."),
-             modalities: Optional[list[str]] = ModalitiesOpt,
-             degradations: Optional[list[str]] = DegradationsOpt,
-             levels: Optional[str] = LevelsOpt, multi: Optional[float] = MultiOpt,
-             rare: Optional[list[str]] = typer.Option(
-                 None, "--rare", help="Modalities/degradations that are rare in the pool."),
-             rare_share: float = typer.Option(0.05, "--rare-share", min=0.0, max=1.0),
-             register: bool = typer.Option(False, "--register", help="Also register the rows "
-                                           "as pool items of the workspace."),
-             workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
+def pool_cmd(size: int = _ROWS, out: Path = _OUT_POOL, seed: int = _SEED,
+             image_size: int = _IMAGE_SIZE, modalities: list[str] | None = ModalitiesOpt,
+             degradations: list[str] | None = DegradationsOpt,
+             levels: str | None = LevelsOpt, multi: float | None = MultiOpt,
+             rare: list[str] | None = _RARE, rare_share: float = _RARE_SHARE,
+             register: bool = _REGISTER, workspace: Path | None = WorkspaceOpt,
+             json_out: bool = JsonOpt) -> None:
     """Build a pool manifest: rows of parameters from which each image renders on demand."""
     def run() -> None:
         from medq.storage.pool_manifest import build_manifest, register_pool

@@ -95,6 +95,7 @@ class SimulatedLSAnnotator:
     delay_s: float = 0.0
     seed: int = 0
     done: int = 0
+    _user_id: int | None = None
 
     def answer(self, task: Mapping[str, Any]) -> tuple[list[dict], float, int | None]:
         """(result, lead_time, parent_prediction id) for `task` (data + predictions)."""
@@ -146,6 +147,22 @@ class SimulatedLSAnnotator:
         return self.client.get_json(f"get the next task of project {project} for {self.email}",
                                     f"/api/projects/{project}/next", allow_404=True)
 
+    def _already_full(self, task_id: int) -> bool:
+        """The label stream's lock is not atomic on SQLite: two annotators asking at the same
+        moment can get the same task. Look again just before answering."""
+        t = self.client.get_json(f"re-read task {task_id}", f"/api/tasks/{task_id}",
+                                 allow_404=True)
+        if t is None:
+            return True
+        mine = any(a.get("completed_by") in (self._me(), {"id": self._me()})
+                   for a in t.get("annotations") or [])
+        return mine or int(t.get("total_annotations") or 0) >= max(1, int(t.get("overlap") or 1))
+
+    def _me(self) -> int:
+        if self._user_id is None:
+            self._user_id = int(self.client.check()["id"])
+        return self._user_id
+
     def work(self, projects: Iterable[int], *, max_tasks: int | None = None,
              stop: threading.Event | None = None) -> int:
         """Annotate from the label streams of `projects` until they are empty for this user."""
@@ -159,6 +176,8 @@ class SimulatedLSAnnotator:
                 seen.add(int(task["id"]))
                 if (task.get("data") or {}).get("image_id") not in self.truth:
                     continue
+                if self._already_full(int(task["id"])):
+                    continue  # another annotator took the same task at the same moment
                 self.annotate(task)
                 count += 1
         return count

@@ -18,6 +18,9 @@ _CONTENT = ("verdict", "degradations", "description", "modality", "accepted_pred
 
 
 def _problem(rec: AnnotationRecord) -> str | None:
+    problems = (rec.raw or {}).get("problems")  # found by the backend's parser (Label Studio)
+    if problems:
+        return "; ".join(map(str, problems))
     if rec.verdict is None or rec.verdict == "":
         return "missing verdict"
     if rec.verdict not in VERDICTS:

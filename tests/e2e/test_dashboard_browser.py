@@ -106,7 +106,7 @@ def expected(dashboard_workspace) -> dict:
 
 def _metric(text: str, label: str) -> str:
     """The value shown under a metric label (Streamlit renders label, value, delta lines)."""
-    m = re.search(rf"^{re.escape(label)}\s*\n+\s*(.+)$", text, re.M)
+    m = re.search(rf"^{re.escape(label)}\s*\n+\s*(.+)$", text, re.MULTILINE)
     assert m, f"metric {label!r} not on the page:\n{text[:1500]}"
     return m.group(1).strip()
 
@@ -161,6 +161,11 @@ def test_view_renders(server, browser, expected, dashboard_workspace, view):
         assert f"Error rate of {expected['last_round']}'s clusters" in text
         assert top in text
         assert state["charts"] == 2
+        # deep link to the first round: its clusters under every later champion
+        browser.open(f"{server}/lift?round=r001")
+        text = browser.text()
+        assert "Error rate of r001's clusters" in text
+        assert "r001-p00" in text
     elif view == "spend":
         assert "Cost per accuracy point" in text
         cpp = expected["spend"] / (expected["accuracy_gain"] * 100)

@@ -12,9 +12,9 @@ SIZE = 96
 MODALITIES = ("CT", "MRI", "fundus")
 
 
-def base_image(modality: str, rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    img = np.zeros((SIZE, SIZE))
+def base_image(modality: str, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = np.zeros((size, size))
     body = ((yy - 0.5) ** 2 / rng.uniform(0.12, 0.18) + (xx - 0.5) ** 2 / rng.uniform(0.12, 0.18)) < 1
     img[body] = rng.uniform(0.35, 0.55)
     for _ in range(int(rng.integers(4, 9))):
@@ -32,22 +32,23 @@ def base_image(modality: str, rng: np.random.Generator) -> np.ndarray:
 
 def degrade(img: np.ndarray, kind: str, level: int, rng: np.random.Generator) -> np.ndarray:
     s = (1.0, 2.2)[level - 1]
+    size = img.shape[0]
     if kind == "gaussian_noise":
         out = img + rng.normal(0, 0.03 * s, img.shape)
     elif kind == "blur":
         sig = (1.2 * s, 1.2 * s, 0)[: img.ndim]
         out = ndimage.gaussian_filter(img, sig)
     elif kind == "ghosting":
-        shift = SIZE // int(rng.choice([3, 4]))
+        shift = size // int(rng.choice([3, 4]))
         out = img * (1 - 0.15 * s) + 0.15 * s * np.roll(img, shift, axis=0)
     elif kind == "bias_field":
-        yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+        yy, xx = np.mgrid[0:size, 0:size] / size
         field = 1 + 0.35 * s * (xx - 0.5) * rng.choice([-1, 1]) + 0.2 * s * (yy - 0.5)
         out = img * (field if img.ndim == 2 else field[..., None])
     elif kind == "brightness":
         out = img * (1 - 0.25 * s) if rng.random() < 0.5 else img + 0.15 * s
     elif kind == "uneven_illumination":
-        yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+        yy, xx = np.mgrid[0:size, 0:size] / size
         field = np.exp(-((xx - rng.uniform(0, 1)) ** 2 + (yy - rng.uniform(0, 1)) ** 2) / (0.2 / s))
         out = img * (0.4 + 0.6 * field)[..., None] if img.ndim == 3 else img * (0.4 + 0.6 * field)
     else:
@@ -56,7 +57,7 @@ def degrade(img: np.ndarray, kind: str, level: int, rng: np.random.Generator) ->
 
 
 def make_world(n: int, seed: int, types: dict[str, tuple[str, ...]] | None = None,
-               p_clean: float = 0.3, prefix: str = "w") -> list[LabelledImage]:
+               p_clean: float = 0.3, prefix: str = "w", size: int = SIZE) -> list[LabelledImage]:
     """`n` labelled images; `types` maps modality -> degradation types that may occur."""
     types = types or {"CT": ("gaussian_noise", "blur", "brightness"),
                       "MRI": ("gaussian_noise", "ghosting", "bias_field", "blur"),
@@ -66,7 +67,7 @@ def make_world(n: int, seed: int, types: dict[str, tuple[str, ...]] | None = Non
     mods = [m for m in MODALITIES if m in types]
     for i in range(n):
         mod = mods[i % len(mods)]
-        img = base_image(mod, rng)
+        img = base_image(mod, rng, size)
         degs = []
         if types[mod] and rng.random() > p_clean:
             k = 1 if rng.random() < 0.8 else 2

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from medq.engine import taxonomy
 from medq.engine.degrade import SIMULATORS, DegradationError, apply, degrade, ordered
 from medq.engine.phantoms import ct_phantom, endoscopy_frame
+
 from tests.engine._degrade_metrics import METRICS
 
 N = 96
@@ -40,7 +40,8 @@ def test_every_taxonomy_degradation_has_a_simulator():
         assert name in METRICS, f"no effect metric for {name}"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(sorted(SIMULATORS)), level=st.integers(0, 2),
        seed=st.integers(0, 2 ** 32 - 1), rgb=st.booleans())
 def test_apply_is_deterministic_and_well_formed(images, name, level, seed, rgb):
@@ -57,7 +58,8 @@ def test_apply_is_deterministic_and_well_formed(images, name, level, seed, rgb):
         json.dumps(pa)  # parameters are JSON-safe provenance
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(types=st.lists(st.sampled_from(sorted(SIMULATORS)), min_size=0, max_size=3, unique=True),
        levels=st.lists(st.integers(0, 2), min_size=3, max_size=3), seed=st.integers(0, 2 ** 40))
 def test_degrade_is_deterministic_and_labelled(images, types, levels, seed):

@@ -157,3 +157,41 @@ def test_partition_property(n, seed, mcs):
     assert members == sorted(f.item_id for f in fails)
     assert sum(p.error_mass for p in res.prototypes) == pytest.approx(sum(f.severity for f in fails))
     assert sum(p.is_noise for p in res.prototypes) <= 1
+
+
+def test_failures_from_predictions():
+    from medq.engine.discover import failures_from_predictions
+    items = {
+        "q1": {"image_id": "i1", "answer": "B", "modality": "CT", "question_type": "How",
+               "degradations": '[{"type": "low_dose", "level": 2}]', "kind": "mcq"},
+        "q2": {"image_id": "i2", "answer": "A", "modality": "MRI", "kind": "mcq"},
+        "d1": {"image_id": "i3", "modality": "fundus", "kind": "description", "degradations": None},
+        "d2": {"image_id": "i4", "modality": "fundus", "kind": "description"},
+        "p1": {"image_id": "i5", "kind": "paired"},
+    }
+    preds = [
+        {"item_id": "q2", "kind": "mcq", "probs": {"A": 0.9, "B": 0.1}, "correct": True},
+        {"item_id": "q1", "kind": "mcq", "probs": '{"A": 0.7, "B": 0.3}', "correct": False},
+        {"item_id": "d1", "kind": "description", "score": 2.0},
+        {"item_id": "d2", "kind": "description", "score": 6.5},
+        {"item_id": "p1", "kind": "paired", "correct": False},
+    ]
+    fails = failures_from_predictions(preds, items, description_fail_below=4.0)
+    assert [(f.item_id, f.kind) for f in fails] == [("d1", "low_description"), ("q1", "wrong_mcq")]
+    assert fails[1].severity == pytest.approx(0.7) and fails[0].severity == pytest.approx(0.5)
+    assert fails[1].degradations == [{"type": "low_dose", "level": 2}]
+    assert fails[1].question_type == "How" and fails[0].degradations == []
+    with pytest.raises(DiscoveryError, match="unknown item"):
+        failures_from_predictions([{"item_id": "zz", "kind": "mcq", "correct": False}], items)
+
+
+@pytest.mark.parametrize("size,n_noise", [(14, 3), (30, 8)])
+def test_single_failure_mode_is_one_prototype(size, n_noise):
+    """All failures of one kind (plus strays): one prototype with (nearly) all of them."""
+    fails, x, truth = blobs(sizes=(size,), n_noise=n_noise)
+    res = discover_prototypes("r", fails, x, min_cluster_size=5, reduce_dims=8)
+    clusters = [p for p in res.prototypes if not p.is_noise]
+    assert len(clusters) == 1
+    members = set(clusters[0].members)
+    assert sum(f.item_id in members for f, t in zip(fails, truth) if t == 0) >= size - 1
+    assert not any(f.item_id in members for f, t in zip(fails, truth) if t == -1)

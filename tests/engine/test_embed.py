@@ -109,8 +109,7 @@ def test_degradation_types_separate():
         for k in kinds:
             imgs.append(_degrade(img, k, rng))
             labels.append(k)
-    emb = QualityEmbedder(dims=16).fit(imgs)
-    v = emb.embed(imgs)
+    v = QualityEmbedder(dims=16).fit_embed(imgs)
     d = ((v[:, None] - v[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     nn = d.argmin(1)

@@ -5,16 +5,23 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from medq.engine import taxonomy
-from medq.engine.world import (Mix, Selection, WorldSpec, WorldSpecError, apply_view, base_size,
-                               plan_world, render_item)
+from medq.engine.world import (
+    Mix,
+    Selection,
+    WorldSpec,
+    WorldSpecError,
+    apply_view,
+    base_size,
+    plan_world,
+    render_item,
+)
 
 REFS = {m: [f"{m}/base/{k}" for k in range(5)] for m in taxonomy.MODALITIES}
 
 
 def _spec(**kw):
-    base = dict(eval_size=40, pool_size=400, seed_size=200, seed=7)
+    base = {"eval_size": 40, "pool_size": 400, "seed_size": 200, "seed": 7}
     base.update(kw)
     return WorldSpec(**base)
 
@@ -85,11 +92,11 @@ def test_paired_items_share_content():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(eval_size=-1), dict(image_size=8),
-    dict(mix=Mix(modalities={"PET": 1.0})), dict(mix=Mix(modalities={"CT": 0.0})),
-    dict(mix=Mix(degradations={"lens_flare": 1.0})), dict(mix=Mix(levels=(1, 1))),
-    dict(pool_rare=Selection(degradations=("nope",))),
-    dict(seed_bias=Selection(modalities=tuple(taxonomy.MODALITIES), factor=0.0)),
+    {"eval_size": -1}, {"image_size": 8},
+    {"mix": Mix(modalities={"PET": 1.0})}, {"mix": Mix(modalities={"CT": 0.0})},
+    {"mix": Mix(degradations={"lens_flare": 1.0})}, {"mix": Mix(levels=(1, 1))},
+    {"pool_rare": Selection(degradations=("nope",))},
+    {"seed_bias": Selection(modalities=tuple(taxonomy.MODALITIES), factor=0.0)},
 ])
 def test_invalid_specs_are_refused(bad):
     with pytest.raises(WorldSpecError):

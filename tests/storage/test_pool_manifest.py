@@ -4,11 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from medq.engine import taxonomy
 from medq.engine.world import Mix
-from medq.storage.pool_manifest import (ManifestError, PoolManifest, build_manifest,
-                                        register_pool, render_for_workspace)
+from medq.storage.pool_manifest import (
+    ManifestError,
+    PoolManifest,
+    build_manifest,
+    register_pool,
+    render_for_workspace,
+)
 
 MIX = Mix(modalities={"CT": 1.0, "histopathology": 1.0, "X-ray": 1.0})
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from medq.engine.taxonomy import MODALITIES
 from medq.storage import sources
 

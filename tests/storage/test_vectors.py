@@ -28,7 +28,7 @@ def batches(ids, x, size=700):
         yield ids[s:s + size], x[s:s + size]
 
 
-SMALL = IndexSettings(exact_max=500, pq_min=2500, nprobe=8, recall_sample=60, pq_m=4, pq_nbits=6,
+SMALL = IndexSettings(exact_max=500, pq_min=2500, nprobe=8, recall_sample=60, pq_nbits=6,
                       train_size=3000, hnsw_m=16)
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from medq.engine import taxonomy
-from medq.engine.formats.medqbench import (frame_to_description_records, frame_to_mcq_records,
-                                           frame_to_paired_records)
+from medq.engine.formats.medqbench import (
+    frame_to_description_records,
+    frame_to_mcq_records,
+    frame_to_paired_records,
+)
 from medq.engine.formats.world import parse_label_line
 from medq.engine.world import Mix, Selection, WorldSpec
 from medq.storage.medqbench_io import read_tsv
@@ -21,8 +23,8 @@ MIX = Mix(modalities={"CT": 1.0, "histopathology": 1.0, "endoscopy": 1.0, "X-ray
 
 
 def _spec(**kw):
-    base = dict(eval_size=4, pool_size=8, seed_size=5, seed=11, image_size=48, mix=MIX, paired=2,
-                seed_bias=Selection(modalities=("endoscopy",), factor=0.0))
+    base = {"eval_size": 4, "pool_size": 8, "seed_size": 5, "seed": 11, "image_size": 48,
+            "mix": MIX, "paired": 2, "seed_bias": Selection(modalities=("endoscopy",), factor=0.0)}
     base.update(kw)
     return WorldSpec(**base)
 
@@ -41,7 +43,7 @@ def world(tmp_path_factory):
 
 
 def test_layout_and_labels(world):
-    out, result, calls = world
+    out, _, calls = world
     for rel in ("world.json", "provenance.jsonl", "eval/medqbench_QA_test.tsv",
                 "eval/medqbench_description_test.tsv", "eval/medqbench_paired_test.tsv",
                 "seed/seed_labels.jsonl", "pool/pool_labels.jsonl"):
