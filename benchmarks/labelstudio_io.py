@@ -60,7 +60,7 @@ class _Server:
             shutil.copy2(template, self.data / template.name)
         for action in ("install", "start"):
             proc = subprocess.run(["bash", str(REPO / "infra" / "labelstudio.sh"), action],
-                                  env=self.env, capture_output=True, text=True, timeout=900)
+                                  env=self.env, capture_output=True, text=True, timeout=900, check=False)
             if proc.returncode != 0:
                 self.stop()
                 sys.exit(f"labelstudio.sh {action} failed: {proc.stderr.strip()[-2000:]}")
@@ -68,13 +68,13 @@ class _Server:
 
     def stop(self) -> None:
         subprocess.run(["bash", str(REPO / "infra" / "labelstudio.sh"), "stop"], env=self.env,
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, check=False)
 
 
 def _images(ws, n: int, distinct: int = 64) -> list[str]:
     """`n` image rows sharing `distinct` stored PNGs (the import never downloads pixels)."""
-    from PIL import Image
     from medq.storage.objects import content_key
+    from PIL import Image
     rng = np.random.default_rng(0)
     keys = []
     for _ in range(distinct):
@@ -107,6 +107,7 @@ def _bulk_annotated(backend, reqs) -> None:
                                "description": "Mild motion. Overall, the quality of this image is "
                                               "usable."})
     me = backend.client.check()["id"]
+    backend._known_keys([r.image_id for r in reqs])  # one catalog query, not one per task
     rows = []
     for s in range(0, len(reqs), 1000):
         part = reqs[s:s + 1000]
@@ -131,9 +132,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "labelstudio_io.json")
     args = ap.parse_args()
 
-    from medq.settings import load_settings
     from medq.storage.labelstudio import LabelStudioBackend, pull_into_catalog
     from medq.storage.workspace import Workspace
+
+    from medq.settings import load_settings
 
     tmp = Path(tempfile.mkdtemp(prefix="medq-ls-bench-")).resolve()
     server = None

@@ -286,6 +286,26 @@ def bench_hdbscan(n: int = 50_000) -> dict:
             "noise_points": int((res.labels == -1).sum()), "true_clusters": 40}
 
 
+def _merge(old: dict, new: dict) -> dict:
+    """`old` with the sections and (size, kind) entries measured in `new` replaced."""
+    merged = dict(old)
+    for key in ("embedding", "hdbscan", "settings"):
+        if key in new:
+            merged[key] = new[key]
+    merged.setdefault("runs", []).append({k: new[k] for k in ("started", "finished", "machine")})
+    sizes = {e["n"]: e for e in old.get("sizes", [])}
+    for e in new.get("sizes", []):
+        if e["n"] not in sizes:
+            sizes[e["n"]] = e
+            continue
+        kinds = {k["kind"]: k for k in sizes[e["n"]]["kinds"]}
+        kinds.update({k["kind"]: k for k in e["kinds"]})
+        sizes[e["n"]] = {**sizes[e["n"]], **{k: v for k, v in e.items() if k != "kinds"},
+                         "kinds": list(kinds.values())}
+    merged["sizes"] = [sizes[n] for n in sorted(sizes)]
+    return merged
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
@@ -294,6 +314,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=512, help="images for embedding throughput")
     ap.add_argument("--no-hdbscan", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pool_scale.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="update only the measured (size, kind) entries of an existing --out file")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
@@ -306,8 +328,9 @@ def main(argv=None) -> dict:
     out: dict = {"benchmark": "pool_scale", "machine": machine(), "dim": D,
                  "data": f"Gaussian mixture, {N_CLUSTERS} clusters, unit-normalized",
                  "settings": settings.model_dump(mode="json"), "started": time.strftime("%F %T")}
-    print(f"embedding throughput on {args.images} images ...", file=sys.stderr)
-    out["embedding"] = embedding_throughput(args.images)
+    if args.images > 0:
+        print(f"embedding throughput on {args.images} images ...", file=sys.stderr)
+        out["embedding"] = embedding_throughput(args.images)
     out["sizes"] = []
     mix = Mixture(seed=0)
     for n in sizes:
@@ -339,6 +362,9 @@ def main(argv=None) -> dict:
         print("hdbscan on 50k failures ...", file=sys.stderr)
         out["hdbscan"] = bench_hdbscan(10_000 if args.quick else 50_000)
     out["finished"] = time.strftime("%F %T")
+    out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    if args.merge and Path(args.out).is_file():
+        out = _merge(json.loads(Path(args.out).read_text()), out)
     text = json.dumps(out, indent=1, default=str)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

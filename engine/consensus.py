@@ -26,12 +26,11 @@ Disagreement rules (``annotation.disagreement_rule``):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-
 from medq.engine.taxonomy import VERDICTS
 
 RULES = ("majority", "strictest", "escalate")
@@ -52,7 +51,7 @@ class Vote:
 
     @classmethod
     def from_record(cls, annotator: str, verdict: str, degradations: Iterable[Mapping] | None,
-                    description: str | None = None) -> "Vote":
+                    description: str | None = None) -> Vote:
         degs = tuple(sorted((str(d["type"]), int(d["level"])) for d in (degradations or [])))
         return cls(annotator=annotator, verdict=verdict, degradations=degs, description=description)
 
@@ -211,8 +210,8 @@ def resolve(item: str, votes: Sequence[Vote], *, rule: str = "majority", require
     verdicts = [v.verdict for v in votes]
     share = verdict_share(verdicts)
     jac = mean_pairwise_jaccard([v.types for v in votes])
-    base = dict(item=item, rule=rule, n_votes=len(votes), verdict_share=share,
-                degradation_jaccard=jac, annotators=[v.annotator for v in votes])
+    base = {"item": item, "rule": rule, "n_votes": len(votes), "verdict_share": share,
+            "degradation_jaccard": jac, "annotators": [v.annotator for v in votes]}
     if len(votes) < max(required, 1):
         return ConsensusResult(status="pending", verdict=None, **base)
     unanimous = len(set(verdicts)) == 1
@@ -270,3 +269,23 @@ def agreement(votes_by_item: Mapping[str, Sequence[Vote]], *, rule: str = "major
                              degradation_jaccard=jac, fleiss_kappa=fk, cohen_kappa=ck,
                              statuses=dict(Counter(r.status for r in results.values())))
     return report, results
+
+
+def votes_from_annotations(rows: Iterable[Mapping], *, key: str = "image_id"
+                           ) -> dict[str, list[Vote]]:
+    """Group annotation rows (dicts with annotator, verdict, degradations as a list or JSON text,
+    description; e.g. the catalog's ``annotations`` table) into votes per `key`. Rows without a
+    verdict are left out (they are quarantined upstream)."""
+    import json
+
+    out: dict[str, list[Vote]] = {}
+    for row in rows:
+        if not row.get("verdict"):
+            continue
+        degs = row.get("degradations") or []
+        if isinstance(degs, str):
+            degs = json.loads(degs)
+        out.setdefault(str(row[key]), []).append(
+            Vote.from_record(str(row.get("annotator") or "?"), row["verdict"], degs,
+                             row.get("description")))
+    return out

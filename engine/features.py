@@ -56,8 +56,8 @@ Feature groups (``name``: columns, what it responds to):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage

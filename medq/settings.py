@@ -72,9 +72,9 @@ class IndexSettings(BaseModel):
     nlist: int | None = Field(None, ge=1, description="IVF lists (None: about 4 x sqrt(pool size)).")
     train_size: int = Field(200_000, ge=1000, description="Most vectors used to train IVF/PQ.")
     pq_m: int | None = Field(None, ge=1, description="IVF-PQ sub-quantizers, must divide the "
-                             "dimension (None: dim / 8, i.e. 8-dim sub-vectors, fast to train).")
+                             "dimension (None: dim / 4, 16 bytes per 64-d vector).")
     pq_nbits: int = Field(8, ge=4, le=12)
-    pq_rerank: int = Field(4, ge=1, description="IVF-PQ: fetch k x this and re-rank exactly (1 = off).")
+    pq_rerank: int = Field(8, ge=1, description="IVF-PQ: fetch k x this and re-rank exactly (1 = off).")
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_construction: int = Field(40, ge=8)
     hnsw_ef_search: int = Field(64, ge=8)

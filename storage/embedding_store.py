@@ -129,9 +129,12 @@ class EmbeddingStore:
     def dim(self) -> int | None:
         return self._dim
 
+    @property
     def vids(self) -> np.ndarray:
-        """All vector ids, sorted (int64)."""
-        return self._sorted_vids.copy()
+        """All vector ids, sorted (int64, a read-only view)."""
+        view = self._sorted_vids.view()
+        view.flags.writeable = False
+        return view
 
     def _locate(self, vids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions in the sorted lookup and whether each vid is present."""

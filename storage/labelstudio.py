@@ -32,25 +32,47 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from medq.engine.taxonomy import VERDICTS
-from medq.storage.annotation.base import (AnnotationBackend, AnnotationRecord, AnnotationRequest,
-                                          QueueStatus)
+from medq.storage.annotation.base import (
+    AnnotationBackend,
+    AnnotationRecord,
+    AnnotationRequest,
+    QueueStatus,
+)
 from medq.storage.catalog import loads
-from medq.storage.labelstudio_client import (LabelStudioAuthError, LabelStudioClient,
-                                             LabelStudioError, _transient)
-from medq.storage.labelstudio_config import (labels_to_result, paired_config, result_to_labels,
-                                             single_image_config)
+from medq.storage.labelstudio_client import (
+    LabelStudioAuthError,
+    LabelStudioClient,
+    LabelStudioError,
+    _transient,
+)
+from medq.storage.labelstudio_config import (
+    labels_to_result,
+    paired_config,
+    result_to_labels,
+    single_image_config,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LabelStudioBackend", "LabelStudioError", "LabelStudioAuthError", "ProjectSpec",
-           "PROJECT_KINDS", "LANE_PROJECT", "pull_into_catalog", "wait_for_batch", "WaitResult"]
+__all__ = [
+    "LANE_PROJECT",
+    "PROJECT_KINDS",
+    "LabelStudioAuthError",
+    "LabelStudioBackend",
+    "LabelStudioError",
+    "ProjectSpec",
+    "WaitResult",
+    "pull_into_catalog",
+    "wait_for_batch",
+]
 
 BACKEND_NAME = "labelstudio"
 UNCERTAIN_VIEW = "Most uncertain first"
@@ -131,7 +153,7 @@ class LabelStudioBackend(AnnotationBackend):
         self._simulation = None
 
     @classmethod
-    def from_workspace(cls, workspace) -> "LabelStudioBackend":
+    def from_workspace(cls, workspace) -> LabelStudioBackend:
         return cls(workspace)
 
     @property
@@ -170,11 +192,12 @@ class LabelStudioBackend(AnnotationBackend):
                     break
         else:
             project = call(f"read project {pid}", sdk.projects.get, pid)
-        wanted = dict(label_config=spec.label_config, show_collab_predictions=spec.show_predictions,
-                      maximum_annotations=spec.maximum_annotations, overlap_cohort_percentage=100,
-                      sampling="Sequential sampling", expert_instruction=INSTRUCTIONS,
-                      show_instruction=False, show_skip_button=True,
-                      description=self._description(spec))
+        wanted = {"label_config": spec.label_config,
+                  "show_collab_predictions": spec.show_predictions,
+                  "maximum_annotations": spec.maximum_annotations,
+                  "overlap_cohort_percentage": 100, "sampling": "Sequential sampling",
+                  "expert_instruction": INSTRUCTIONS, "show_instruction": False,
+                  "show_skip_button": True, "description": self._description(spec)}
         if project is None:
             project = call(f"create project {spec.title!r}", sdk.projects.create,
                            title=spec.title, **wanted)
@@ -278,10 +301,9 @@ class LabelStudioBackend(AnnotationBackend):
         self._known_keys([image_id])
         if image_id in self._keys:
             return self._keys[image_id]
-        from PIL import Image
         import numpy as np
-
         from medq.storage.images import load_images
+        from PIL import Image
         key = f"labelstudio/renders/{image_id}.png"
         if not self.workspace.objects.exists(key):
             img = load_images(self.workspace, [image_id])[0]
@@ -528,7 +550,7 @@ class LabelStudioBackend(AnnotationBackend):
                 only = next(iter(rounds)) if task_ids is not None and len(rounds) == 1 else None
                 self._fetch_updates(self.project_id(kind), only, full=full)
             records = []
-            for task_id, row in rows.items():
+            for row in rows.values():
                 for ann in self._annotations.get(int(row["external_id"]), []):
                     records.append(self._to_record(row, ann))
         return records
@@ -607,8 +629,8 @@ class LabelStudioBackend(AnnotationBackend):
                 self.client, n=ls.simulated_annotators, error_rate=self.settings.annotation.error_rate,
                 delay_s=ls.simulated_delay_s, seed=self.settings.model.seed)
         self._simulation.add_truth(truth)
-        self._simulation.start([self._projects[k] for k in sorted(set(
-            LANE_PROJECT[r.lane] for r in requests))])
+        self._simulation.start([self._projects[k] for k in sorted(
+            {LANE_PROJECT[r.lane] for r in requests})])
 
     def close(self) -> None:
         if self._simulation is not None:

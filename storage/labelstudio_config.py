@@ -20,8 +20,9 @@ what is missing instead of guessing.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from medq.engine.taxonomy import DEGRADATION_NAMES, DEGRADATIONS, LEVELS, VERDICTS, all_degradations

@@ -6,7 +6,6 @@ nothing, and pulling again upserts the same annotation rows.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -85,26 +84,31 @@ def submit_tasks(workspace: str, round_id: str, annotator: str) -> int:
 @task(name="collect-annotations", retries=3, retry_delay_seconds=[2, 5, 10])
 def collect_annotations(workspace: str, round_id: str, annotator: str, timeout_s: float,
                         poll_s: float) -> dict[str, Any]:
-    """Wait (up to `timeout_s`) until the round's tasks are done, then pull and upsert."""
+    """Wait (up to `timeout_s`) until the round's tasks are done, pulling progressively, then
+    upsert every finished annotation (idempotent; edits bump the version with history)."""
+    from medq.storage.labelstudio import LabelStudioBackend, pull_into_catalog, wait_for_batch
     ws = open_workspace(workspace)
     backend = backend_for(workspace, annotator)
     requests = _requests(workspace, round_id)
     backend.submit(requests)  # idempotent; re-arms an in-process backend after a restart
     task_ids = [r.task_id for r in requests]
-    deadline = time.monotonic() + timeout_s
-    status = backend.status(task_ids)
-    while not status.finished and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        status = backend.status(task_ids)
-    records = backend.pull(task_ids)
-    counts = upsert_annotations(ws.catalog, records)
-    done_ids = {r.task_id for r in records}
-    ws.catalog.upsert("annotation_tasks", [{"task_id": t, "status": "done"} for t in done_ids])
-    if not status.finished:
-        get_run_logger().warning("round %s: annotation wait timed out after %.0f s with %d of %d "
-                                 "tasks pending; continuing with what is done", round_id,
-                                 timeout_s, status.pending, status.total)
-    if not records and task_ids:
+    waited = wait_for_batch(backend, task_ids, timeout_s=timeout_s, poll_interval_s=poll_s,
+                            workspace=ws)
+    if isinstance(backend, LabelStudioBackend):
+        counts = pull_into_catalog(ws, backend, task_ids)
+    else:
+        records = backend.pull(task_ids)
+        counts = upsert_annotations(ws.catalog, records)
+        ws.catalog.upsert("annotation_tasks", [{"task_id": t, "status": "done"}
+                                               for t in {r.task_id for r in records}])
+    logger = get_run_logger()
+    if waited.state != "done":
+        logger.warning("round %s: %s; continuing with the annotations that are done",
+                       round_id, waited.message)
+    done = ws.catalog.scalar("SELECT count(*) FROM annotations WHERE round_id = ?", [round_id])
+    if task_ids and not done:
         raise MedQError(f"round {round_id}: no annotations came back from {annotator} for "
-                        f"{len(task_ids)} tasks within {timeout_s:.0f} s")
-    return {"tasks": len(task_ids), "pending": status.pending, **counts}
+                        f"{len(task_ids)} tasks within {timeout_s:.0f} s ({waited.message})")
+    keep = ("inserted", "updated", "unchanged", "quarantined", "deleted")
+    return {"tasks": len(task_ids), "pending": waited.status.pending, "wait": waited.state,
+            **{k: counts.get(k, 0) for k in keep}}

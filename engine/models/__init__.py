@@ -12,8 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medq.engine.models.base import (MCQ, Comparison, LabelledImage, MCQAnswer, ModelError,
-                                     QualityModel, TrainReport)
+from medq.engine.models.base import (
+    MCQ,
+    Comparison,
+    LabelledImage,
+    MCQAnswer,
+    ModelError,
+    QualityModel,
+    TrainReport,
+)
 
 BACKENDS: dict[str, str] = {
     "lite": "medq.engine.models.lite:LiteModel",
@@ -22,9 +29,22 @@ BACKENDS: dict[str, str] = {
 }
 MANIFEST = "model.json"
 
-__all__ = ["BACKENDS", "MANIFEST", "MCQ", "MCQAnswer", "Comparison", "LabelledImage", "ModelError",
-           "QualityModel", "TrainReport", "backend_class", "create_model", "load_model",
-           "read_manifest", "write_manifest"]
+__all__ = [
+    "BACKENDS",
+    "MANIFEST",
+    "MCQ",
+    "Comparison",
+    "LabelledImage",
+    "MCQAnswer",
+    "ModelError",
+    "QualityModel",
+    "TrainReport",
+    "backend_class",
+    "create_model",
+    "load_model",
+    "read_manifest",
+    "write_manifest",
+]
 
 
 def backend_class(name: str) -> type[QualityModel]:

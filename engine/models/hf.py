@@ -27,13 +27,20 @@ import math
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
-
-from medq.engine.models.base import (MCQ, MCQ_SUFFIX, Comparison, LabelledImage, MCQAnswer,
-                                     ModelError, QualityModel, TrainReport)
+from medq.engine.models.base import (
+    MCQ,
+    MCQ_SUFFIX,
+    Comparison,
+    LabelledImage,
+    MCQAnswer,
+    ModelError,
+    QualityModel,
+    TrainReport,
+)
 from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS
 
 ADAPTER_DIR = "adapter"
@@ -171,7 +178,7 @@ def load_processor(path: Path):
                 cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kw)
             image_only = type(cls.__name__, (cls,), {"__init__": __init__})
             return image_only(image_processor=img, tokenizer=tok, chat_template=template)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"{path}: cannot load a processor ({first}; image-only fallback: {exc})") from exc
 
 
@@ -189,7 +196,7 @@ class _Runtime:
     shared by every version fine-tuned from it in this process."""
 
     @classmethod
-    def from_objects(cls, path: Path, model, processor, device: str) -> "_Runtime":
+    def from_objects(cls, path: Path, model, processor, device: str) -> _Runtime:
         rt = cls.__new__(cls)
         rt.path, rt.device = Path(path), device
         rt.dtype = next(model.parameters()).dtype
@@ -219,7 +226,7 @@ class _Runtime:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         try:
             model = AutoModelForImageTextToText.from_pretrained(str(self.path), dtype=self.dtype)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"{path}: cannot load as an image-text-to-text model: {exc}") from exc
         self.model = model.to(self.device).eval()
         self.letter_ids = letter_token_ids(self.tokenizer)
@@ -322,7 +329,7 @@ class HFModel(QualityModel):
         self.parent: str | None = None
 
     @classmethod
-    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> "HFModel":
+    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> HFModel:
         if settings is not None:
             for key, field in (("path", "hf_path"), ("device", "device"), ("lora_rank", "lora_rank"),
                                ("lora_alpha", "lora_alpha"), ("learning_rate", "learning_rate"),
@@ -421,7 +428,6 @@ class HFModel(QualityModel):
     # ------------------------------------------------------------------ training
     def collate(self, records: list[dict]) -> dict:
         """Tokenize SFT records (right padding) with labels on the assistant tokens only."""
-        import torch
         rt = self.runtime
         full = [rt.chat(r["messages"], False) for r in records]
         prompt = [rt.chat(r["messages"][:-1], True) for r in records]
@@ -463,7 +469,7 @@ class HFModel(QualityModel):
         rt.model.set_adapter(name)
 
     def fine_tune(self, examples: Sequence[LabelledImage], *, new_version: str, seed: int | None = None,
-                  records: list[dict] | None = None) -> tuple["HFModel", TrainReport]:
+                  records: list[dict] | None = None) -> tuple[HFModel, TrainReport]:
         """LoRA SFT for `max_steps` optimizer steps of `batch_size` x `grad_accum` records.
         `records` (chat-format, see :func:`sft_records`) replace the records built from `examples`."""
         import torch
@@ -552,7 +558,7 @@ class HFModel(QualityModel):
 
     @classmethod
     def load(cls, folder: Path, *, path: str | Path | None = None, device: str | None = None,
-             **kwargs) -> "HFModel":
+             **kwargs) -> HFModel:
         """Reload a saved version; `path` overrides the base model folder recorded at save time
         (the base may live elsewhere on this machine), `device` the device."""
         from medq.engine.models import read_manifest

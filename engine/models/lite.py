@@ -30,27 +30,42 @@ kept), the feature normalization is kept.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
-import json
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
-from medq.engine.models.base import (MCQ, MCQ_SUFFIX, Comparison, LabelledImage, MCQAnswer,
-                                     ModelError, QualityModel, TrainReport)
-from medq.engine.models.lite_data import (LEVEL_ANCHORS, LEVEL_WORDS, NO, NONE_ANCHOR, YES, Vocab,
-                                          check_examples, degradation_text, modality_anchor,
-                                          targets, training_mcqs, verdict_anchor)
+from medq.engine.models.base import (
+    MCQ,
+    MCQ_SUFFIX,
+    Comparison,
+    LabelledImage,
+    MCQAnswer,
+    ModelError,
+    QualityModel,
+    TrainReport,
+)
+from medq.engine.models.lite_data import (
+    LEVEL_ANCHORS,
+    NO,
+    NONE_ANCHOR,
+    YES,
+    Vocab,
+    check_examples,
+    degradation_text,
+    modality_anchor,
+    targets,
+    training_mcqs,
+    verdict_anchor,
+)
 
 WEIGHTS = "lite_weights.pt"
 N_CROSS = 21
 _FEATURE_CACHE_MAX = 50_000
-_feature_cache: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
+_feature_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
 
 def _image_key(img: np.ndarray) -> bytes:
@@ -278,7 +293,7 @@ class LiteModel(QualityModel):
         self._encoder = encoder
 
     @classmethod
-    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> "LiteModel":
+    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> LiteModel:
         if settings is not None:
             kwargs.setdefault("epochs", settings.lite_epochs)
             kwargs.setdefault("seed", settings.seed)
@@ -327,7 +342,7 @@ class LiteModel(QualityModel):
         import torch
         x = torch.from_numpy(image_features(images))
         self.net.eval()
-        with torch.inference_mode():
+        with _torch_threads(self.config["threads"]), torch.inference_mode():
             _, lm, ll, lv = self.net.attributes(x)
         return {"modality": lm.softmax(-1).numpy(), "levels": ll.softmax(-1).numpy(),
                 "verdict": lv.softmax(-1).numpy()}
@@ -387,7 +402,7 @@ class LiteModel(QualityModel):
         probs_all = []
         self.net.eval()
         x_all = torch.from_numpy(image_features(images))
-        with torch.inference_mode():
+        with _torch_threads(self.config["threads"]), torch.inference_mode():
             h, lm, ll, lv = self.net.attributes(x_all)
             for s in range(0, len(questions), 1024):
                 chunk = questions[s:s + 1024]
@@ -437,8 +452,9 @@ class LiteModel(QualityModel):
         if not images:
             return []
         if not self.trained:
-            return ["No quality attributes have been learned yet. "
-                    "Overall, the quality of this image is usable."] * len(images)
+            text = ("No quality attributes have been learned yet. "
+                    "Overall, the quality of this image is usable.")
+            return [text] * len(images)
         return [self._description(a, seed=i) for i, a in enumerate(self.predict_attributes(images))]
 
     def compare(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Comparison]:
@@ -479,7 +495,7 @@ class LiteModel(QualityModel):
 
     # ------------------------------------------------------------------ training
     def fine_tune(self, examples: Sequence[LabelledImage], *, new_version: str, seed: int | None = None
-                  ) -> tuple["LiteModel", TrainReport]:
+                  ) -> tuple[LiteModel, TrainReport]:
         import torch
         examples = list(examples)
         check_examples(examples)
@@ -601,7 +617,7 @@ class LiteModel(QualityModel):
                        feature_dim=FEATURE_DIM, text_encoder="all-MiniLM-L6-v2")
 
     @classmethod
-    def load(cls, folder: Path, **kwargs) -> "LiteModel":
+    def load(cls, folder: Path, **kwargs) -> LiteModel:
         import torch
         from medq.engine.models import read_manifest
         folder = Path(folder)
@@ -630,7 +646,6 @@ class LiteModel(QualityModel):
 def _fit_temperature(logits, gold) -> tuple[float, float, float]:
     """Temperature T minimizing the NLL of softmax(logits / T) (grid over log T, then refined);
     deterministic. Returns (T, NLL at T=1, NLL at T)."""
-    import torch
     import torch.nn.functional as F
 
     def nll(t: float) -> float:

@@ -8,11 +8,10 @@ and option text rather than one set of templates.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
-
 from medq.engine.models.base import MCQ, LabelledImage, ModelError
 from medq.engine.taxonomy import DEGRADATION_NAMES, OPTION_LETTERS, VERDICTS
 
@@ -50,7 +49,7 @@ class Vocab:
     verdicts: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_examples(cls, examples: Sequence[LabelledImage], base: "Vocab | None" = None) -> "Vocab":
+    def from_examples(cls, examples: Sequence[LabelledImage], base: Vocab | None = None) -> Vocab:
         mods = set(base.modalities if base else ())
         degs = set(base.degradations if base else ())
         vers = set(base.verdicts if base else ())
@@ -74,7 +73,7 @@ class Vocab:
                 "verdicts": self.verdicts}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Vocab":
+    def from_json(cls, data: dict) -> Vocab:
         return cls(list(data["modalities"]), list(data["degradations"]), list(data["verdicts"]))
 
     def verdict_rank(self, verdict: str) -> float:

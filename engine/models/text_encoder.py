@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from medq.engine.models.base import ModelError
 
 DIM = 384

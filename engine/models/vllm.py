@@ -31,15 +31,21 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-from medq.engine.models.base import (MCQ, Comparison, LabelledImage, MCQAnswer, ModelError,
-                                     QualityModel, TrainReport)
-from medq.engine.models.hf import (COMPARE_PROMPT, DESCRIBE_PROMPT, _VERDICT_RE, mcq_prompt,
-                                   to_pil)
+from medq.engine.models.base import (
+    MCQ,
+    Comparison,
+    LabelledImage,
+    MCQAnswer,
+    ModelError,
+    QualityModel,
+    TrainReport,
+)
+from medq.engine.models.hf import _VERDICT_RE, COMPARE_PROMPT, DESCRIBE_PROMPT, mcq_prompt, to_pil
 from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS
 
 TOP_LOGPROBS = 20
@@ -67,7 +73,7 @@ def _pairs(top: Mapping[str, float] | Sequence[Any]) -> list[tuple[str, float]]:
             if isinstance(v, (int, float)):
                 out.append((str(k), float(v)))
             else:  # vLLM offline: {token_id: Logprob(logprob, rank, decoded_token)}
-                out.append((str(getattr(v, "decoded_token", None) or k), float(getattr(v, "logprob"))))
+                out.append((str(getattr(v, "decoded_token", None) or k), float(v.logprob)))
         return out
     out = []
     for item in top:
@@ -76,7 +82,7 @@ def _pairs(top: Mapping[str, float] | Sequence[Any]) -> list[tuple[str, float]]:
         elif isinstance(item, (tuple, list)):
             out.append((str(item[0]), float(item[1])))
         else:
-            out.append((str(getattr(item, "decoded_token", "")), float(getattr(item, "logprob"))))
+            out.append((str(getattr(item, "decoded_token", "")), float(item.logprob)))
     return out
 
 
@@ -165,8 +171,7 @@ class EndpointClient:
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
                  timeout_s: float = 120.0, retries: int = 2):
         self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[:-3]
+        self.base_url = self.base_url.removesuffix("/v1")
         self.model = model
         self.api_key = api_key
         self.timeout_s = timeout_s
@@ -201,7 +206,7 @@ class EndpointClient:
             r = requests.get(f"{self.base_url}/v1/models", timeout=self.timeout_s)
             r.raise_for_status()
             self.model = r.json()["data"][0]["id"]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"{self.base_url}/v1/models: cannot find the served model: {exc}") from exc
         return self.model
 
@@ -296,7 +301,7 @@ class VLLMModel(QualityModel):
         self._offline: _Offline | None = None
 
     @classmethod
-    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> "VLLMModel":
+    def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> VLLMModel:
         if settings is not None:
             kwargs.setdefault("path", settings.hf_path)
             kwargs.setdefault("endpoint", settings.vllm_endpoint)
@@ -418,12 +423,12 @@ class VLLMModel(QualityModel):
         opts = {"A": "The first image", "B": "The second image"}
         probs = self._letter_probs([(mcq_prompt(COMPARE_PROMPT, opts), [a, b]) for a, b in pairs],
                                    [["A", "B"]] * len(pairs))
-        texts = self._generate([("Compare the quality of the two images and explain which one is "
-                                 "better.", [a, b]) for a, b in pairs]) if explain else [""] * len(pairs)
+        prompt = "Compare the quality of the two images and explain which one is better."
+        texts = self._generate([(prompt, [a, b]) for a, b in pairs]) if explain else [""] * len(pairs)
         return [Comparison("A" if p["A"] >= p["B"] else "B", p["A"], t) for p, t in zip(probs, texts)]
 
     def fine_tune(self, examples: Sequence[LabelledImage], *, new_version: str, seed: int | None = None
-                  ) -> tuple["VLLMModel", TrainReport]:
+                  ) -> tuple[VLLMModel, TrainReport]:
         """LoRA SFT with the hf backend on the same base folder; the new version serves the
         adapter it produced (warm-started from this version's adapter)."""
         if self.path is None:
@@ -464,7 +469,7 @@ class VLLMModel(QualityModel):
 
     @classmethod
     def load(cls, folder: Path, *, endpoint: str | None = None, path: str | Path | None = None,
-             api_key: str | None = None, **kwargs) -> "VLLMModel":
+             api_key: str | None = None, **kwargs) -> VLLMModel:
         """Reload; `endpoint` / `path` override the recorded ones (the server or base folder may
         differ on this machine)."""
         from medq.engine.models import read_manifest

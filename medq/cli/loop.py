@@ -10,7 +10,17 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rich.console import Console
+
 from medq.cli._common import JsonOpt, WorkspaceOpt, console, emit_json, fail, settings_for
+
+
+def print_table(table: Table) -> None:
+    """Tables go to stdout, wide enough to stay readable when piped (not a terminal)."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=140)
+    out.print(table)
 
 
 def prefect_environment(workspace: Path) -> None:
@@ -40,9 +50,10 @@ def _pct(x) -> str:
 
 
 def rounds_table(rows: list[dict]) -> Table:
-    table = Table(title="MedQ rounds (acc = eval MCQ accuracy %, desc = description score 0-8, "
-                  "E/V/A = items per lane, yield = % of candidates the model gets wrong vs the "
-                  "pool's base %)", title_justify="left", pad_edge=False)
+    table = Table(title="MedQ rounds", caption="acc = eval MCQ accuracy %, desc = description "
+                  "score 0-8, E/V/A = items per lane (expert/verify/auto), yield = % of retrieved "
+                  "candidates the model gets wrong, base = the same on a random pool sample",
+                  caption_justify="left", pad_edge=False)
     for col in ("round", "acc in", "acc out", "desc", "promo", "spend", "E/V/A", "protos",
                 "cands", "yield", "base"):
         table.add_column(col, justify="left" if col == "round" else "right", no_wrap=True)
@@ -107,7 +118,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(rows)
         else:
-            console.print(rounds_table(rows))
+            print_table(rounds_table(rows))
 
     @app.command("demo")
     def demo_cmd(workspace: Path = typer.Option(Path(".medq-demo"), "--workspace", "-w"),
@@ -143,7 +154,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(rows)
             return
-        console.print(rounds_table(rows))
+        print_table(rounds_table(rows))
         if rows:
             first, last = rows[0], rows[-1]
             best = max((r["accuracy_out"] for r in rows if r.get("promoted")),
@@ -159,7 +170,7 @@ def register(app: typer.Typer) -> None:
             rows = round_rows(settings_for(workspace).workspace)
         except MedQError as exc:
             fail(str(exc))
-        emit_json(rows) if json_out else console.print(rounds_table(rows))
+        emit_json(rows) if json_out else print_table(rounds_table(rows))
 
     @app.command("serve")
     def serve_cmd(workspace: Optional[Path] = WorkspaceOpt,

@@ -26,12 +26,12 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import httpx
 import numpy as np
-
 from medq.engine.taxonomy import VERDICTS, verdict_sentence
 from medq.storage.labelstudio_client import LabelStudioClient, LabelStudioError
 from medq.storage.labelstudio_config import LEVEL_PREFIX, labels_to_result, result_to_labels
@@ -195,7 +195,7 @@ class SimulatedTeam:
     @classmethod
     def create(cls, admin: LabelStudioClient, *, n: int, error_rate: float = 0.05,
                incomplete_rate: float = 0.0, delay_s: float = 0.0, seed: int = 0,
-               truth: Mapping[str, dict] | None = None) -> "SimulatedTeam":
+               truth: Mapping[str, dict] | None = None) -> SimulatedTeam:
         """Set up `n` annotator accounts (``medq-annotator-<k>@medq.local``) on `admin`'s server."""
         team = []
         for k in range(n):

@@ -3,9 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from medq.engine.consensus import (ConsensusError, Vote, agreement, cohen_kappa, fleiss_kappa,
-                                   jaccard, mean_pairwise_jaccard, resolve, verdict_share)
+from medq.engine.consensus import (
+    ConsensusError,
+    Vote,
+    agreement,
+    cohen_kappa,
+    fleiss_kappa,
+    jaccard,
+    mean_pairwise_jaccard,
+    resolve,
+    verdict_share,
+)
 
 
 def V(who, verdict, *degs, text=None):
@@ -86,3 +94,16 @@ def test_agreement_report():
     assert report.cohen_kappa == pytest.approx(cohen_kappa(["good", "reject", "usable"],
                                                            ["good", "usable", "usable"]))
     assert results["b"].needs_extra_annotator
+
+
+def test_votes_from_catalog_rows():
+    from medq.engine.consensus import votes_from_annotations
+    rows = [{"image_id": "a", "annotator": "x", "verdict": "usable",
+             "degradations": '[{"type": "blur", "level": 1}]', "description": None},
+            {"image_id": "a", "annotator": "y", "verdict": "usable",
+             "degradations": [{"type": "blur", "level": 1}]},
+            {"image_id": "b", "annotator": "x", "verdict": None}]
+    votes = votes_from_annotations(rows)
+    assert list(votes) == ["a"] and votes["a"][0] == votes["a"][1].__class__(
+        "x", "usable", (("blur", 1),), None)
+    assert resolve("a", votes["a"], required=2).status == "agreed"

@@ -7,10 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from medq.engine.features import (
+    FEATURE_DIM,
+    FEATURE_GROUPS,
+    FeatureInputError,
+    feature_names,
+    quality_features,
+)
 from scipy import ndimage
 
-from medq.engine.features import (FEATURE_DIM, FEATURE_GROUPS, FeatureInputError, feature_names,
-                                  quality_features)
 from medq.errors import MedQError
 
 
@@ -86,7 +91,7 @@ def test_features_respond_to_their_degradations():
     noisy = np.clip(clean + rng.normal(0, 0.08, clean.shape), 0, 1)
     blurred = ndimage.gaussian_filter(clean, 3)
     dark = clean * 0.3
-    yy, xx = np.mgrid[0:256, 0:256] / 256
+    _, xx = np.mgrid[0:256, 0:256] / 256
     biased = np.clip(clean * (0.4 + 1.2 * xx), 0, 1)
     ghost = np.clip(0.75 * clean + 0.35 * np.roll(clean, 48, axis=0), 0, 1)
     streak = clean.copy()

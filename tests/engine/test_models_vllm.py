@@ -10,12 +10,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-
 from medq.engine.models import ModelError, create_model, load_model
 from medq.engine.models.base import MCQ
-from medq.engine.models.vllm import (FLOOR_MARGIN, EndpointClient, VLLMModel, last_prompt_logprob,
-                                     letter_logprobs, option_probs, parse_chat_completion,
-                                     token_letter)
+from medq.engine.models.vllm import (
+    FLOOR_MARGIN,
+    EndpointClient,
+    VLLMModel,
+    last_prompt_logprob,
+    letter_logprobs,
+    option_probs,
+    parse_chat_completion,
+    token_letter,
+)
 
 
 # ------------------------------------------------------------------------------ parsing

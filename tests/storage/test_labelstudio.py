@@ -8,16 +8,22 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from medq.settings import load_settings
 from medq.storage.annotation.base import AnnotationRequest
 from medq.storage.annotation.ls_simulated import SimulatedTeam
-from medq.storage.labelstudio import (UNCERTAIN_VIEW, LabelStudioAuthError, LabelStudioBackend,
-                                      LabelStudioError, pull_into_catalog, wait_for_batch)
+from medq.storage.labelstudio import (
+    UNCERTAIN_VIEW,
+    LabelStudioAuthError,
+    LabelStudioBackend,
+    LabelStudioError,
+    pull_into_catalog,
+    wait_for_batch,
+)
 from medq.storage.labelstudio_config import labels_to_result
 from medq.storage.objects import content_key
 from medq.storage.workspace import Workspace
+from PIL import Image
+
+from medq.settings import load_settings
 
 pytestmark = pytest.mark.services
 
@@ -234,3 +240,27 @@ def test_wrong_token_is_a_clear_error(ls, tmp_path):
     with pytest.raises(LabelStudioAuthError, match="refused the API token.*labelstudio.token"):
         LabelStudioBackend(ws).submit(ls.requests("r9", ["img00"], "expert"))
     assert ws.catalog.scalar("SELECT count(*) FROM annotation_tasks") == 0
+
+
+@pytest.mark.slow
+def test_a_person_can_open_the_task_page(ls, tmp_path):
+    """Headless Chromium logs in as the admin and renders a verify task with the interface."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ls_screenshot.py"
+    spec = importlib.util.spec_from_file_location("ls_screenshot", path)
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+    b = ls.backend
+    ids = b.submit(ls.requests("r7", sorted(ls.truth)[:1], "verify"))
+    cookies = shot.login_cookies(ls.server.url, ls.server.admin, ls.server.password)
+    out = tmp_path / "task.png"
+    ready = shot.screenshot(ls.server.url, cookies,
+                            f"/projects/{b.project_id('verify')}/data?task={next(iter(ids.values()))}",
+                            out, width=1280, height=800)
+    assert ready, "the labeling interface did not render"
+    img = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
+    assert img.shape == (800, 1280) and img.std() > 10  # not a blank page

@@ -4,10 +4,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from medq.engine.taxonomy import DEGRADATION_NAMES, VERDICTS, all_degradations
-from medq.storage.labelstudio_config import (labels_to_result, paired_config, result_to_labels,
-                                             single_image_config)
+from medq.storage.labelstudio_config import (
+    labels_to_result,
+    paired_config,
+    result_to_labels,
+    single_image_config,
+)
 
 
 def test_single_image_config_covers_the_taxonomy():

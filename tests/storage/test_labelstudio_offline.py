@@ -7,11 +7,13 @@ from pathlib import Path
 import httpx
 import pytest
 from label_studio_sdk.core.api_error import ApiError
-
 from medq.storage.annotation.base import QueueStatus
 from medq.storage.labelstudio import wait_for_batch
-from medq.storage.labelstudio_client import (LabelStudioAuthError, LabelStudioClient,
-                                             LabelStudioError)
+from medq.storage.labelstudio_client import (
+    LabelStudioAuthError,
+    LabelStudioClient,
+    LabelStudioError,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "labelstudio.sh"
 
@@ -95,14 +97,14 @@ def test_wait_for_batch_done_stopped_and_timeout():
 def test_script_contract_without_a_server(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "MEDQ_SERVICES_DIR": str(tmp_path),
            "MEDQ_LS_DATA_DIR": str(tmp_path / "data"), "MEDQ_LS_PORT": "1"}
-    status = subprocess.run(["bash", str(SCRIPT), "status"], env=env, capture_output=True, text=True)
+    status = subprocess.run(["bash", str(SCRIPT), "status"], env=env, capture_output=True, text=True, check=False)
     assert status.returncode == 3 and status.stdout.strip() == "stopped"
-    usage = subprocess.run(["bash", str(SCRIPT), "bogus"], env=env, capture_output=True, text=True)
+    usage = subprocess.run(["bash", str(SCRIPT), "bogus"], env=env, capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "usage" in usage.stderr
-    start = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True)
+    start = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, check=False)
     assert start.returncode == 1 and "not installed" in start.stderr
     shown = subprocess.run(["bash", str(SCRIPT), "env"], env={**env, "MEDQ_LS_TOKEN": "secret-tok"},
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     assert "MEDQ_LS_PORT=1" in shown.stdout and "secret-tok" not in shown.stdout
 
 

@@ -226,3 +226,22 @@ def test_store_backed_build_and_search(tmp_path):
     assert flat.recall.recall == 1.0
     with pytest.raises(VectorIndexError, match="empty"):
         build_from_store(EmbeddingStore(objects, "none", tmp_path / "c"), settings=SMALL)
+
+
+def test_grow_index_from_store_with_new_vectors(tmp_path):
+    """The growth path a flow takes: new pool embeddings -> add only what the index lacks."""
+    objects = LocalObjectStore(tmp_path / "o")
+    x = clustered(900, seed=5)
+    names = [f"img-{i}" for i in range(900)]
+    store = EmbeddingStore(objects, "emb-1", tmp_path / "cache")
+    store.append(names[:400], x[:400])
+    idx = build_from_store(store, settings=SMALL)
+    assert idx.kind == "flat" and idx.ntotal == 400
+    store.append(names[400:], x[400:])
+    new = store.vids[~idx.contains(store.vids)]
+    assert len(new) == 500
+    assert idx.add(new, store.get_by_vid(new)) == 500
+    assert idx.ntotal == len(store) == 900
+    assert idx.rebuild_reason(SMALL) is not None  # 900 > exact_max: time for IVF
+    with pytest.raises(ValueError):
+        store.vids[0] = 1  # read-only view
