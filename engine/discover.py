@@ -238,12 +238,18 @@ def cluster_labels(points: np.ndarray, *, min_cluster_size: int, min_samples: in
     if n < max(min_cluster_size, 2):
         return np.full(n, -1, dtype=np.int64)
     import hdbscan
-    # allow_single_cluster: a round whose failures share one mode must yield that prototype,
-    # not "all noise" (HDBSCAN's default never selects the root cluster)
-    clusterer = hdbscan.HDBSCAN(min_cluster_size=int(min_cluster_size),
-                                min_samples=None if min_samples is None else int(min_samples),
-                                allow_single_cluster=True, core_dist_n_jobs=n_jobs)
-    return clusterer.fit_predict(points).astype(np.int64)
+
+    def fit(single: bool) -> np.ndarray:
+        clusterer = hdbscan.HDBSCAN(min_cluster_size=int(min_cluster_size),
+                                    min_samples=None if min_samples is None else int(min_samples),
+                                    allow_single_cluster=single, core_dist_n_jobs=n_jobs)
+        return clusterer.fit_predict(points).astype(np.int64)
+    # Several failure modes must stay several prototypes: with allow_single_cluster HDBSCAN's
+    # excess-of-mass selection often picks the root and merges them into one "mixed" cluster.
+    # Only when the default finds nothing at all (one failure mode: HDBSCAN never selects the
+    # root) is the single cluster allowed, so that mode still yields its prototype.
+    labels = fit(False)
+    return labels if (labels >= 0).any() else fit(True)
 
 
 ATTACH_FACTOR = 1.5

@@ -120,6 +120,8 @@ def ensure_pool_index(workspace: str, seed: int = 0) -> dict[str, Any]:
             vids = store.vids
             new = vids[~index.contains(vids)]
             index.add(new, store.get_by_vid(new))
+            if index.kind != "flat":  # the stored recall must describe the grown index
+                index.measure_recall(store.iter_batches(), vectors=store.get_by_vid)
             index_id = save_index(index, ws.objects, ws.catalog, scratch=ws.scratch("index"))
             return {"index_id": index_id, "kind": index.kind, "n_vectors": index.ntotal,
                     "grown_by": int(len(new)),

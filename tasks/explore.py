@@ -76,7 +76,8 @@ def retrieve_candidates(workspace: str, round_id: str, index_id: str, budget: in
     ids, dist = search_pool(index, store, anchor_queries(anchors), min(k, index.ntotal))
     eval_images = [r["image_id"] for r in ws.catalog.query(
         "SELECT DISTINCT image_id FROM items WHERE split = 'eval' ORDER BY image_id")]
-    reference = np.stack([vectors[i] for i in eval_images if i in vectors]) if vectors else None
+    # leakage guard before anything is paid for: no near-duplicate of ANY eval image
+    reference = embed_images.fn(workspace, eval_images) if eval_images else None
     chosen = select_candidates(anchors, ids, dist, budgets, vectors=store.get, exclude=exclude,
                                reference_vectors=reference,
                                near_duplicate_distance=loop.near_duplicate_distance)

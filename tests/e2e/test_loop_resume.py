@@ -8,8 +8,10 @@ machine would (no cleanup, no flush).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -17,19 +19,33 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.timeout(1200)]
 
 RUN = ["--rounds", "1", "--budget", "12", "--candidates", "60", "--seed", "0"]
 TIME_COLUMNS = {"created_at", "updated_at", "finished_at", "started_at", "recorded_at", "applied_at"}
 
 
-def _medq(workspace: Path, *args: str, kill_at: str | None = None, timeout: int = 600):
+def _medq(workspace: Path, api_url: str, *args: str, kill_at: str | None = None,
+          timeout: int = 600) -> subprocess.CompletedProcess:
+    """`medq ARGS --workspace W` in its own session against the shared Prefect server. Output
+    goes to files (a SIGKILLed parent must not leave pipes held open by its children) and the
+    whole process group is killed afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDQ_")}
     env["PREFECT_HOME"] = str(workspace.parent / f"prefect-{workspace.name}")
+    env["PREFECT_API_URL"] = api_url
     if kill_at:
         env["MEDQ_FAULT_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "medq.cli", *args, "--workspace", str(workspace)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    out, err = workspace.parent / "stdout.txt", workspace.parent / "stderr.txt"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "medq.cli", *args, "--workspace",
+                                 str(workspace)], env=env, stdout=fo, stderr=fe,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
 
 
 def _strip_timing(value):
@@ -72,7 +88,7 @@ def loaded_workspace(tmp_path_factory):
     from medq.storage.world_loader import load_world
     from medq.tasks.world import demo_world_spec
     root = tmp_path_factory.mktemp("loop")
-    write_world(demo_world_spec(0, eval_size=16, pool_size=240, seed_size=48), root / "world")
+    write_world(demo_world_spec(0, eval_size=12, pool_size=200, seed_size=40), root / "world")
     ws = Workspace.init(load_settings(workspace=root / "base"))
     load_world(ws, root / "world")
     return root / "base"
@@ -85,18 +101,18 @@ def _copy(base: Path, name: str) -> Path:
     return target
 
 
-def test_killed_rounds_resume_to_the_same_catalog(loaded_workspace):
+def test_killed_rounds_resume_to_the_same_catalog(loaded_workspace, prefect_server):
     reference = _copy(loaded_workspace, "reference")
-    done = _medq(reference, "run", *RUN, "--json")
+    done = _medq(reference, prefect_server, "run", *RUN, "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     rounds = json.loads(done.stdout)
     assert len(rounds) == 1 and rounds[0]["n_candidates"] > 0 and rounds[0]["annotations"] > 0
 
     crashed = _copy(loaded_workspace, "crashed")
     for point in ("annotate:submitted", "curate:validated", "finetune:saved"):
-        killed = _medq(crashed, "run", *RUN, kill_at=point)
+        killed = _medq(crashed, prefect_server, "run", *RUN, kill_at=point)
         assert killed.returncode == -9, (point, killed.returncode, killed.stderr[-3000:])
-    resumed = _medq(crashed, "run", *RUN, "--json")
+    resumed = _medq(crashed, prefect_server, "run", *RUN, "--json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     want, got = catalog_dump(reference), catalog_dump(crashed)

@@ -1,0 +1,366 @@
+"""The closed loop driven step by step for benchmarks, with swappable candidate selection.
+
+:func:`run_round` is ``flows/engine_loop.py`` for one round, written out with the same task
+functions (called through ``.fn``: no Prefect engine, no API server, no retries or checkpoint
+skipping; nothing else differs). Only the *selection* step (which pool images go to which lane)
+depends on the strategy; annotate, curate, fine-tune, evaluate and promote are the loop's own
+code for every strategy, so a difference between strategies comes from what they select.
+
+Strategies (``k`` = the number of expert-lane labels the round budget buys,
+``floor(budget / lanes.expert_cost)``):
+
+- ``engine``: discover -> explore -> route, exactly as the loop (prototypes, retrieval, scoring
+  of ``candidates_per_round`` retrieved items, entropy lanes, spot checks, budget policy).
+- ``random``: ``k`` images drawn uniformly from the unlabelled pool -> expert lane.
+- ``entropy``: a uniform pool sample of ``candidates_per_round`` images (the engine's scoring
+  cost) scored by the model; the ``k`` of highest normalized verdict entropy -> expert lane.
+- ``retrieval``: the loop's discover + prototype retrieval with a candidate budget of ``k``
+  (same allocation over prototypes, anchors, filters and diversity), no entropy routing: every
+  retrieved image -> expert lane.
+- ``coreset``: k-center greedy on the pool embeddings (the workspace's quality embedder), with
+  every labelled training image as an initial center -> expert lane.
+
+Baseline picks are scored by the round's starting model *after* selection, only to record what
+share of the picks the model gets wrong (``picks_wrong``); that score never influences a choice.
+
+Call every function inside ``prefect.logging.disable_run_logger()`` (tasks log through
+``get_run_logger``, which needs a run context otherwise).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+STRATEGIES = ("random", "entropy", "retrieval", "coreset", "engine")
+_CODES = {s: i + 1 for i, s in enumerate(STRATEGIES)}
+
+
+# -- shared steps (identical for every strategy) ------------------------------------------------
+
+def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
+    """The loop's evaluation of a model version (judge "rules", as ``evaluate_flow``)."""
+    from medq.flows.evaluate import evaluate_model
+    from medq.tasks.evaluate import load_model
+    from medq.tasks.models import existing_evaluation
+    done = existing_evaluation.fn(ws, version)
+    if done is not None:
+        return done
+    result = evaluate_model(ws, load_model.fn(ws, version), "rules", round_id=round_id)
+    return {"eval_id": result.eval_id, "metrics": result.metrics}
+
+
+def bootstrap(ws: str, seed: int) -> dict:
+    """``flows/bootstrap.py``: train, evaluate and promote the seed model (idempotent)."""
+    from medq.tasks.models import promote_if_better, seed_dataset, train_model
+    from medq.tasks.rounds import current_champion
+    champion = current_champion.fn(ws)
+    if champion is None:
+        dataset_id = seed_dataset.fn(ws)
+        trained = train_model.fn(ws, None, dataset_id, None, seed)
+        evaluate_version(ws, trained["version"], None)
+        promote_if_better.fn(ws, None, trained["version"], None)
+        champion = trained["version"]
+    return {"version": champion, "metrics": evaluate_version(ws, champion, None)["metrics"]}
+
+
+def prepare_pool(ws: str, seed: int) -> dict:
+    """Fit the embedder, embed the pool, build the index (what explore does first, once)."""
+    from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
+    embedder = ensure_embedder.fn(ws, seed)
+    embedded = embed_pool.fn(ws)
+    index = ensure_pool_index.fn(ws, seed)
+    return {"embedder": embedder, **embedded, "index": index}
+
+
+def _discover(ws: str, round_id: str, model_in: str, seed: int) -> dict:
+    """``flows/discover.py``."""
+    from medq.tasks.discover import collect_failures, find_prototypes, save_discovery
+    from medq.tasks.embed import embed_images, ensure_embedder
+    evaluation = evaluate_version(ws, model_in, round_id)
+    ensure_embedder.fn(ws, seed)
+    failures = collect_failures.fn(ws, evaluation["eval_id"])
+    embeddings = embed_images.fn(ws, [f.image_id for f in failures])
+    result = find_prototypes.fn(ws, round_id, failures, embeddings, seed)
+    return save_discovery.fn(ws, round_id, evaluation["eval_id"], failures, result)
+
+
+def _explore(ws: str, round_id: str, model_in: str, candidates: int, seed: int) -> dict:
+    """``flows/explore.py``."""
+    from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
+    from medq.tasks.explore import (excluded_images, load_prototypes, pool_base_rate,
+                                    retrieve_candidates, save_candidates, score_candidates)
+    ensure_embedder.fn(ws, seed)
+    embedded = embed_pool.fn(ws)
+    index = ensure_pool_index.fn(ws, seed)
+    prototypes = load_prototypes.fn(ws, round_id)
+    exclude = excluded_images.fn(ws)
+    rows = retrieve_candidates.fn(ws, round_id, index["index_id"], candidates, prototypes, exclude)
+    scored = score_candidates.fn(ws, model_in, rows)
+    base_rate = pool_base_rate.fn(ws, model_in, seed=seed)
+    return save_candidates.fn(ws, round_id, scored, {
+        "index": index, "pool": embedded["pool"], "pool_base_rate": base_rate})
+
+
+def _route(ws: str, round_id: str, budget: float, seed: int) -> dict:
+    """``flows/route.py``."""
+    from medq.tasks.route import auto_threshold, route as route_task, save_routes
+    threshold = auto_threshold.fn(ws, round_id)
+    result = route_task.fn(ws, round_id, budget, threshold["threshold"], seed)
+    return {**save_routes.fn(ws, round_id, result), "threshold": threshold}
+
+
+def _annotate(ws: str, round_id: str, annotator: str, model_in: str, config: dict) -> dict:
+    """``flows/annotate.py``."""
+    from medq.tasks.annotate import collect_annotations, queue_tasks, submit_tasks
+    from medq.tasks.rounds import save_checkpoint
+    queued = queue_tasks.fn(ws, round_id, annotator, model_in)
+    submit_tasks.fn(ws, round_id, annotator)
+    pulled = collect_annotations.fn(ws, round_id, annotator, config["wait_timeout_s"],
+                                    config["poll_interval_s"])
+    return save_checkpoint.fn(ws, round_id, "annotate", {"queued": queued, **pulled})
+
+
+def _curate(ws: str, round_id: str, model_in: str) -> dict:
+    """``flows/curate.py``."""
+    from medq.tasks.curate import (auto_labels, human_labels, parent_dataset, register_dataset,
+                                   validate_batch)
+    labels = human_labels.fn(ws, round_id) + auto_labels.fn(ws, round_id, model_in)
+    frame, report = validate_batch.fn(ws, round_id, labels)
+    parent = parent_dataset.fn(ws, round_id)
+    return register_dataset.fn(ws, round_id, frame, report, labels, parent)
+
+
+def _finetune(ws: str, round_id: str, model_in: str, dataset_id: str, seed: int) -> dict:
+    """``flows/finetune.py``."""
+    from medq.tasks.models import promote_if_better, train_model
+    trained = train_model.fn(ws, model_in, dataset_id, round_id, seed)
+    evaluate_version(ws, trained["version"], round_id)
+    return {**promote_if_better.fn(ws, round_id, trained["version"], model_in),
+            "train": trained["train"]}
+
+
+# -- selection of the baselines -----------------------------------------------------------------
+
+def _rng(seed: int, strategy: str, round_index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), _CODES[strategy], int(round_index)])
+
+
+def unlabelled_pool(ws: str) -> list[str]:
+    """Pool images that are not labelled, queued or in the eval set (the loop's exclusion)."""
+    from medq.tasks._runtime import open_workspace
+    from medq.tasks.explore import excluded_images
+    excluded = set(excluded_images.fn(ws))
+    rows = open_workspace(ws).catalog.query(
+        "SELECT DISTINCT image_id FROM items WHERE split = 'pool' ORDER BY image_id")
+    return [r["image_id"] for r in rows if r["image_id"] not in excluded]
+
+
+def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
+    """Indices of `k` rows of `pool` (n, d) chosen by k-center greedy (Sener & Savarese 2018):
+    each next pick is the pool point farthest (Euclidean) from every center so far; `centers`
+    (m, d) are the already labelled points (m may be 0: the first pick is then row 0's farthest
+    point from the pool mean). Ties go to the lower index."""
+    pool = np.asarray(pool, np.float32)
+    n = len(pool)
+    k = min(int(k), n)
+    if k <= 0:
+        return []
+    sq = (pool * pool).sum(1)
+
+    def dist_to(c: np.ndarray) -> np.ndarray:  # (n,) min distance of every pool row to rows of c
+        best = np.full(n, np.inf, np.float32)
+        for s in range(0, len(c), 1024):
+            block = c[s:s + 1024]
+            d2 = sq[:, None] - 2 * pool @ block.T + (block * block).sum(1)[None]
+            best = np.minimum(best, d2.min(1))
+        return np.sqrt(np.maximum(best, 0))
+
+    if len(centers):
+        mind = dist_to(np.asarray(centers, np.float32))
+    else:
+        mind = dist_to(pool.mean(0, keepdims=True))
+    picks: list[int] = []
+    for _ in range(k):
+        i = int(np.argmax(mind))
+        picks.append(i)
+        mind = np.minimum(mind, dist_to(pool[i:i + 1]))
+        mind[i] = -1.0  # never again
+    return picks
+
+
+def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: str, k: int,
+            config: dict, seed: int, coreset_max: int) -> tuple[list[dict], list[str], dict]:
+    """Baseline selection: (candidate rows to record, image ids for the expert lane, info)."""
+    from medq.tasks._runtime import open_workspace
+    from medq.tasks.embed import embed_images, ensure_pool_index, pool_store
+    from medq.tasks.explore import (excluded_images, load_prototypes, retrieve_candidates,
+                                    score_candidates)
+    rng = _rng(seed, strategy, round_index)
+    info: dict[str, Any] = {"strategy": strategy, "k": k, "n_scored_for_selection": 0}
+    if strategy == "retrieval":
+        index = ensure_pool_index.fn(ws, seed)
+        prototypes = load_prototypes.fn(ws, round_id)
+        rows = retrieve_candidates.fn(ws, round_id, index["index_id"], k, prototypes,
+                                      excluded_images.fn(ws))
+        picks = [r["image_id"] for r in rows][:k]
+        return rows, picks, info
+    avail = unlabelled_pool(ws)
+    if strategy == "random":
+        picks = sorted(rng.choice(avail, size=min(k, len(avail)), replace=False).tolist())
+    elif strategy == "entropy":
+        size = min(int(config["candidates_per_round"]), len(avail))
+        sample = sorted(rng.choice(avail, size=size, replace=False).tolist())
+        rows = [{"round_id": round_id, "image_id": i, "rank": r} for r, i in enumerate(sample)]
+        scored = score_candidates.fn(ws, model_in, rows)
+        info["n_scored_for_selection"] = len(scored)
+        top = sorted(scored, key=lambda r: (-r["entropy"], r["image_id"]))[:k]
+        rank = {r["image_id"]: j for j, r in enumerate(top)}
+        for r in scored:  # rank = entropy order of the picks; None for the scored rest
+            r["rank"] = rank.get(r["image_id"])
+        return scored, [r["image_id"] for r in top], info
+    elif strategy == "coreset":
+        ws_obj = open_workspace(ws)
+        if len(avail) > coreset_max:  # bounded cost on big pools: a uniform subsample
+            avail = sorted(rng.choice(avail, size=coreset_max, replace=False).tolist())
+            info["coreset_subsample"] = coreset_max
+        labelled = [r["image_id"] for r in ws_obj.catalog.query(
+            "SELECT DISTINCT image_id FROM items WHERE split = 'train' ORDER BY image_id")]
+        store = pool_store(ws_obj)
+        in_store = store.contains(labelled)
+        centers = [store.get([i for i, s in zip(labelled, in_store) if s])]
+        rest = [i for i, s in zip(labelled, in_store) if not s]
+        if rest:  # seed images are not pool images: embed them with the same embedder
+            centers.append(embed_images.fn(ws, rest))
+        picks = [avail[i] for i in k_center_greedy(store.get(avail), np.concatenate(centers), k)]
+    else:
+        raise ValueError(f"unknown baseline strategy {strategy!r}")
+    rows = [{"round_id": round_id, "image_id": i, "rank": r} for r, i in enumerate(picks)]
+    return rows, picks, info
+
+
+def _baseline_routes(ws: str, round_id: str, rows: list[dict], picks: list[str], budget: float,
+                     info: dict) -> tuple[dict, dict]:
+    """Record the selection the way explore + route do: candidates (scored by the starting model
+    for the record only) and expert-lane routes within the budget."""
+    from medq.engine.route import LANES, Route, RoutingResult
+    from medq.tasks._runtime import open_workspace
+    from medq.tasks.explore import save_candidates
+    from medq.tasks.route import save_routes
+    lanes = open_workspace(ws).settings.lanes
+    entropy = {r["image_id"]: r.get("entropy") for r in rows}
+    explored = save_candidates.fn(ws, round_id, rows, {"selection": info})
+    routes, spend = [], 0.0
+    for iid in picks:
+        if spend + lanes.expert_cost > budget + 1e-9:
+            break
+        spend += lanes.expert_cost
+        routes.append(Route(iid, "expert", float(entropy.get(iid) or 0.0), lanes.expert_cost,
+                            False, f"{info['strategy']} selection"))
+    by_lane = {lane: {"n": sum(r.lane == lane for r in routes),
+                      "spend": float(sum(r.cost for r in routes if r.lane == lane)),
+                      "spot_checks": 0} for lane in LANES}
+    result = RoutingResult(routes, [], float(spend), budget, lanes.auto_entropy, by_lane)
+    return explored, save_routes.fn(ws, round_id, result)
+
+
+# -- one round ----------------------------------------------------------------------------------
+
+def round_config(ws: str, budget: float, candidates: int, seed: int,
+                 annotator: str = "simulated") -> dict:
+    from medq.tasks.rounds import resolve_config
+    return resolve_config.fn(ws, {"budget_per_round": budget, "annotator": annotator,
+                                  "candidates_per_round": candidates, "seed": seed})
+
+
+def run_round(ws: str, strategy: str, config: dict, *, coreset_max: int = 50_000) -> dict:
+    """One round of `strategy` on workspace `ws` (a folder). Returns the round summary (as the
+    loop stores it) plus ``steps`` (wall seconds per step), ``strategy``, ``curation_failed``."""
+    from medq.tasks.explore import score_candidates
+    from medq.tasks.report import round_summary
+    from medq.tasks.rounds import close_round, current_champion, mark_stopped, open_round
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {STRATEGIES}")
+    seed, budget = int(config["seed"]), float(config["budget_per_round"])
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = round(steps.get(name, 0.0) + now - t, 3)
+        t = now
+
+    champion = current_champion.fn(ws)
+    opened = open_round.fn(ws, config, champion)
+    round_id, round_index, model_in = opened["round_id"], opened["round_index"], opened["model_in"]
+    lap("open")
+    discovered: dict = {}
+    if strategy in ("engine", "retrieval"):
+        discovered = _discover(ws, round_id, model_in, seed)
+        lap("discover")
+    if strategy == "engine":
+        explored = _explore(ws, round_id, model_in, int(config["candidates_per_round"]), seed)
+        lap("explore")
+        routed = _route(ws, round_id, budget, seed)
+        lap("route")
+    else:
+        from medq.tasks._runtime import open_workspace
+        k = int(math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9))
+        rows, picks, info = _select(ws, strategy, round_id, round_index, model_in, k, config,
+                                    seed, coreset_max)
+        lap("select")
+        if rows and "entropy" not in rows[0]:  # record-only scores (see module docstring)
+            rows = score_candidates.fn(ws, model_in, rows)
+        explored, routed = _baseline_routes(ws, round_id, rows, picks, budget, info)
+        explored["n_scored_for_selection"] = info["n_scored_for_selection"]
+        lap("route")
+    annotated = _annotate(ws, round_id, config["annotator"], model_in, config)
+    lap("annotate")
+    curated = _curate(ws, round_id, model_in)
+    lap("curate")
+    if not curated["passed"]:
+        mark_stopped.fn(ws, round_id, f"curation failed: {curated['summary']}")
+        return {"round_id": round_id, "round_index": round_index, "strategy": strategy,
+                "model_in": model_in, "curation_failed": curated["summary"], "steps": steps,
+                "spend": routed.get("spend", 0.0), "n_candidates": explored.get("n_candidates")}
+    tuned = _finetune(ws, round_id, model_in, curated["dataset_id"], seed)
+    lap("finetune")
+    summary = round_summary.fn(ws, round_id, discovered, explored, routed, annotated, curated,
+                               tuned)
+    close_round.fn(ws, round_id, summary)
+    lap("close")
+    if strategy == "engine":
+        explored.setdefault("n_scored_for_selection", explored.get("n_candidates") or 0)
+    return {**summary, "strategy": strategy, "curation_failed": None, "steps": steps,
+            "n_scored_for_selection": explored.get("n_scored_for_selection")}
+
+
+def round_labels(ws: str, round_id: str) -> dict[str, Any]:
+    """What the round added and picked, from the catalog (ground truth only for diagnostics):
+    labels added to training by lane, annotation records, the human-lane picks' modalities and
+    the share of them the starting model got wrong (None where no prediction or truth)."""
+    from medq.storage.catalog import loads
+    from medq.tasks._runtime import open_workspace
+    cat = open_workspace(ws).catalog
+    added = {r["lane"]: int(r["n"]) for r in cat.query(
+        "SELECT split_part(source, ':', 1) AS lane, count(*) AS n FROM items WHERE split = "
+        "'train' AND round_added = ? GROUP BY 1", [round_id])}
+    records = int(cat.scalar("SELECT count(*) FROM annotations WHERE round_id = ?", [round_id]))
+    picks = cat.query(
+        "SELECT r.lane, r.spot_check, c.predicted, o.verdict, coalesce(o.modality, i.modality) "
+        "AS modality FROM routes r LEFT JOIN candidates c USING (round_id, image_id) "
+        "LEFT JOIN oracle_labels o USING (image_id) LEFT JOIN images i USING (image_id) "
+        "WHERE r.round_id = ? AND (r.lane IN ('expert', 'verify') OR r.spot_check)", [round_id])
+    judged = [p["predicted"] != p["verdict"] for p in picks
+              if p["predicted"] is not None and p["verdict"] is not None]
+    report = loads(cat.scalar("SELECT report FROM rounds WHERE round_id = ?", [round_id]), {}) or {}
+    return {"added_by_lane": added,
+            "human_labels": added.get("expert", 0) + added.get("verify", 0),
+            "pseudo_labels": added.get("auto", 0), "annotation_records": records,
+            "picks_by_modality": dict(Counter(p["modality"] or "unknown" for p in picks)),
+            "picks_wrong": float(np.mean(judged)) if judged else None,
+            "pool_base_rate": report.get("pool_base_rate")}

@@ -1,0 +1,605 @@
+"""Sample efficiency of the closed loop against the baselines a user would otherwise run.
+
+On one world (generated: a seed set that under-represents MRI and endoscopy, a pool where they
+are 10 %; or ANY world folder in the MedQ layout with ``--world DIR``), every strategy runs the
+same schedule: the same seed model, the same rounds, the same cost budget per round, the same
+simulated annotators, the same curation suite, fine-tuning, evaluation and promotion gate.
+Strategies (see ``benchmarks/_loop.py``): ``random``, ``entropy`` (top entropy over a random
+sample as large as the engine's scoring cost), ``retrieval`` (prototype retrieval, no routing),
+``coreset`` (k-center greedy on the embeddings) and ``engine`` (the full loop).
+
+How: the world is loaded once into a workspace whose embedder, pool embeddings and FAISS index
+are built once (they never depend on the model). For each seed that workspace is copied and the
+seed model is trained (seed s: model weights, annotator errors, random draws); for each strategy
+the seeded workspace is copied again and the rounds run in the copy. Every round is a real
+round of the catalog (rounds, candidates, routes, annotations, datasets, model versions), so a
+kept workspace (``--keep``) opens in the dashboard.
+
+Measured per (strategy, seed, round): human labels added to training (expert + verify lanes;
+x axis), MCQ accuracy on the eval set of the model trained in that round (``accuracy``) and of
+the champion after the promotion gate (``champion_accuracy``), pseudo-labels (auto lane, free,
+counted apart), annotation records, cost units spent, the share of the picks the starting model
+got wrong, and wall seconds per step. Round 0 is the seed model (0 labels).
+
+Summary per strategy (mean, std, min, max over seeds): final labels and accuracy; AUC = mean
+accuracy over [0, X] labels (X = the smallest final label count of all strategies of that seed,
+trapezoids, linear interpolation); labels needed to first reach random's final accuracy
+(linear interpolation between rounds; ``null`` = never reached within the schedule) and the
+sample-efficiency ratio = random's labels for that accuracy / the strategy's. The ratio is also
+computed on the seed-averaged curves. Everything for ``accuracy`` and for ``champion_accuracy``.
+
+Usage::
+
+    .venv/bin/python benchmarks/sample_efficiency.py --quick          # < 10 min on 2 cores
+    .venv/bin/python benchmarks/sample_efficiency.py                  # full: 3 seeds, 6 rounds
+    .venv/bin/python benchmarks/sample_efficiency.py --world DIR --seeds 0,1,2 --rounds 5
+
+Writes ``benchmarks/results/sample_efficiency.json`` ({"curves", "summary", "machine", ...}) and
+``benchmarks/results/sample_efficiency.png``; prints the summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (RESULTS, machine_info, mean_std, now_iso, setup_paths,  # noqa: E402
+                     write_result)
+
+setup_paths()
+
+import numpy as np  # noqa: E402
+
+from _loop import STRATEGIES  # noqa: E402
+
+QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seeds": "0",
+         "budget": 30.0, "candidates": 150}
+FULL = {"eval_size": 150, "pool_size": 3000, "seed_size": 150, "rounds": 6, "seeds": "0,1,2",
+        "budget": 60.0, "candidates": 300}
+METRICS = ("accuracy", "champion_accuracy")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- workspaces ---------------------------------------------------------------------------------
+
+def write_config(ws: Path, backend: str, seed: int) -> None:
+    """The workspace's medq.yaml: model backend and seed (the seed also drives the simulated
+    annotators' errors)."""
+    import yaml
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "medq.yaml").write_text("# written by benchmarks/sample_efficiency.py\n" + yaml.safe_dump(
+        {"model": {"backend": backend, "seed": int(seed)}}))
+
+
+def copy_workspace(src: Path, dst: Path) -> None:
+    """A copy of a closed workspace (catalog, objects, index, model cache), Prefect home left out."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("prefect", "tmp"))
+
+
+def release(ws: Path) -> None:
+    """Forget the process caches that hold this workspace (catalog handles, models, backends)."""
+    from medq.storage import models as model_store
+    from medq.tasks import annotate
+    from medq.tasks._runtime import forget_workspaces
+    forget_workspaces()
+    root = str(ws)
+    for cache in (getattr(model_store, "_LOADED", {}), annotate._BACKENDS):
+        for key in [k for k in cache if str(k[0]) == root]:
+            cache.pop(key, None)
+
+
+def generate_world(folder: Path, args) -> Path:
+    from medq.storage.world import write_world
+    from medq.tasks.world import demo_world_spec
+    spec = demo_world_spec(args.world_seed, eval_size=args.eval_size, pool_size=args.pool_size,
+                           seed_size=args.seed_size)
+    if not (folder / "world.json").is_file():
+        log(f"generating world: eval {args.eval_size} images, pool {args.pool_size}, seed set "
+            f"{args.seed_size}")
+        write_world(spec, folder)
+    return folder
+
+
+def world_workspace(world: Path, work: Path, backend: str) -> tuple[Path, dict]:
+    """Load the world and build embedder + pool embeddings + index once (seed 0)."""
+    from prefect.logging import disable_run_logger
+    from medq.tasks._runtime import open_workspace
+    from medq.tasks.world import load_world_task
+    from _loop import prepare_pool
+    ws = work / "world-ws"
+    info: dict[str, Any] = {}
+    if ws.exists():
+        shutil.rmtree(ws)
+    write_config(ws, backend, 0)
+    t = time.perf_counter()
+    with disable_run_logger():
+        open_workspace(str(ws))
+        loaded = load_world_task.fn(str(ws), str(world))
+        info["load_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        info["pool"] = prepare_pool(str(ws), 0)
+        info["embed_index_s"] = round(time.perf_counter() - t, 1)
+    info["loaded"] = {k: v for k, v in loaded.items() if isinstance(v, (int, float, str, dict))}
+    cat = open_workspace(str(ws)).catalog
+    info["counts"] = {r["split"]: int(r["n"]) for r in cat.query(
+        "SELECT split, count(DISTINCT image_id) AS n FROM items GROUP BY split")}
+    info["eval_mcqs"] = int(cat.scalar("SELECT count(*) FROM items WHERE split = 'eval' AND "
+                                       "kind = 'mcq'"))
+    info["oracle_labels"] = int(cat.scalar("SELECT count(*) FROM oracle_labels"))
+    release(ws)
+    if info["counts"].get("pool", 0) == 0 or info["counts"].get("train", 0) == 0 or not info["eval_mcqs"]:
+        from medq.errors import MedQError
+        raise MedQError(f"world {world}: needs eval MCQs, a labelled seed set and a pool; loaded "
+                        f"{info['counts']} images by split and {info['eval_mcqs']} eval MCQs")
+    if info["oracle_labels"] < info["counts"]["pool"]:
+        from medq.errors import MedQError
+        raise MedQError(f"world {world}: only {info['oracle_labels']} of {info['counts']['pool']} "
+                        "pool images have labels (pool_labels.jsonl); simulated annotators need all")
+    return ws, info
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str) -> tuple[Path, dict]:
+    from prefect.logging import disable_run_logger
+    from _loop import bootstrap
+    ws = work / f"seed{seed}" / "base"
+    copy_workspace(world_ws, ws)
+    write_config(ws, backend, seed)
+    t = time.perf_counter()
+    with disable_run_logger():
+        boot = bootstrap(str(ws), seed)
+    release(ws)
+    boot["seconds"] = round(time.perf_counter() - t, 1)
+    return ws, boot
+
+
+def run_strategy(base: Path, work: Path, strategy: str, seed: int, seed_model: dict,
+                 args) -> tuple[list[dict], list[dict]]:
+    """Rounds of one strategy in a fresh copy of the seeded workspace -> (curve points, rounds)."""
+    from prefect.logging import disable_run_logger
+    from _loop import round_config, round_labels, run_round
+    ws = work / f"seed{seed}" / strategy
+    copy_workspace(base, ws)
+    acc0 = seed_model["metrics"].get("accuracy")
+    points = [{"strategy": strategy, "seed": seed, "round": 0, "annotations": 0,
+               "accuracy": acc0, "champion_accuracy": acc0,
+               "description": (seed_model["metrics"].get("description") or {}).get("overall"),
+               "pseudo_labels": 0, "annotation_records": 0, "cost": 0.0, "promoted": None}]
+    rounds = []
+    labels = pseudo = records = 0
+    cost = 0.0
+    champion_acc = acc0
+    with disable_run_logger():
+        config = round_config(str(ws), args.budget, args.candidates, seed)
+        for r in range(1, args.rounds + 1):
+            t = time.perf_counter()
+            out = run_round(str(ws), strategy, config, coreset_max=args.coreset_max)
+            added = round_labels(str(ws), out["round_id"])
+            seconds = time.perf_counter() - t
+            labels += added["human_labels"]
+            pseudo += added["pseudo_labels"]
+            records += added["annotation_records"]
+            cost += float(out.get("spend") or 0.0)
+            failed = out.get("curation_failed")
+            if not failed and out.get("promoted"):
+                champion_acc = out["accuracy_out"]
+            trained_acc = points[-1]["accuracy"] if failed else out.get("accuracy_out")
+            points.append({"strategy": strategy, "seed": seed, "round": r, "annotations": labels,
+                           "accuracy": trained_acc, "champion_accuracy": champion_acc,
+                           "description": None if failed else out.get("description_out"),
+                           "pseudo_labels": pseudo, "annotation_records": records,
+                           "cost": round(cost, 3), "promoted": None if failed else out.get("promoted"),
+                           "curation_failed": failed})
+            rounds.append({"strategy": strategy, "seed": seed, "round": r,
+                           "round_id": out["round_id"], "seconds": round(seconds, 2),
+                           "steps": out["steps"], "curation_failed": failed,
+                           "n_candidates": out.get("n_candidates"),
+                           "n_scored_for_selection": out.get("n_scored_for_selection"),
+                           "n_prototypes": out.get("n_prototypes"),
+                           "items_by_lane": out.get("items_by_lane"),
+                           "failure_yield": out.get("failure_yield"),
+                           "promotion_reason": out.get("promotion_reason"),
+                           "model_out": out.get("model_out"), "dataset_id": out.get("dataset_id"),
+                           "accuracy_out": out.get("accuracy_out"), "promoted": out.get("promoted"),
+                           **added})
+            log(f"seed {seed} {strategy:9s} round {r}: +{added['human_labels']} labels "
+                f"(+{added['pseudo_labels']} pseudo), acc "
+                f"{_pct(trained_acc)} (champion {_pct(champion_acc)}), picks wrong "
+                f"{_pct(added['picks_wrong'])}, {seconds:.1f} s" + (f" CURATION FAILED: {failed}"
+                                                                   if failed else ""))
+    release(ws)
+    if not args.keep:
+        shutil.rmtree(ws, ignore_errors=True)
+    return points, rounds
+
+
+FLOW_FIELDS = ("model_out", "dataset_id", "accuracy_out", "promoted", "items_by_lane")
+
+
+def check_engine_flow(base: Path, work: Path, seed: int, driver_rounds: list[dict], args) -> dict:
+    """Run the real ``engine_loop`` Prefect flow on another copy of the seeded workspace and
+    compare its round reports with the driver's engine rounds (same selection -> same dataset
+    ids and model versions, which are content hashes)."""
+    from medq.flows.engine_loop import engine_loop
+    from medq.storage.catalog import Catalog, loads
+    ws = work / f"seed{seed}" / "engine-flow"
+    copy_workspace(base, ws)
+    t = time.perf_counter()
+    engine_loop(workspace=str(ws), rounds=args.rounds, budget_per_round=args.budget,
+                annotator="simulated", candidates_per_round=args.candidates, seed=seed,
+                plateau_rounds=args.rounds + 1)
+    seconds = time.perf_counter() - t
+    cat = Catalog.open(ws / "catalog.duckdb", read_only=True)
+    flow = [loads(r["report"], {}) for r in cat.query(
+        "SELECT report FROM rounds WHERE status = 'done' ORDER BY round_index")]
+    release(ws)
+    mine = [r for r in driver_rounds if r["strategy"] == "engine" and r["seed"] == seed]
+    diffs = [{"round": i + 1, "field": f, "flow": a.get(f), "driver": b.get(f)}
+             for i, (a, b) in enumerate(zip(flow, mine)) for f in FLOW_FIELDS
+             if a.get(f) != b.get(f)]
+    if len(flow) != len(mine):
+        diffs.append({"field": "rounds", "flow": len(flow), "driver": len(mine)})
+    if not args.keep:
+        shutil.rmtree(ws, ignore_errors=True)
+    return {"seed": seed, "identical": not diffs, "differences": diffs,
+            "flow_seconds": round(seconds, 1),
+            "driver_seconds": round(sum(r["seconds"] for r in mine), 1)}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+def first_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+    """Smallest x at which the piecewise-linear curve (xs ascending) first reaches `target`;
+    None if it never does."""
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if y is None:
+            continue
+        if y >= target - 1e-12:
+            if i == 0 or ys[i - 1] is None or ys[i - 1] >= y or x == xs[i - 1]:
+                return float(x)
+            x0, y0 = xs[i - 1], ys[i - 1]
+            return float(x0 + (target - y0) / (y - y0) * (x - x0))
+    return None
+
+
+def area(xs: list[float], ys: list[float], upto: float) -> float | None:
+    """Mean of the piecewise-linear curve over [xs[0], upto] (trapezoids)."""
+    pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+    if len(pts) < 2 or upto <= pts[0][0]:
+        return None
+    total, prev = 0.0, pts[0]
+    for x, y in pts[1:]:
+        if prev[0] >= upto:
+            break
+        if x > upto:  # cut the segment at `upto`
+            y = prev[1] + (y - prev[1]) * (upto - prev[0]) / (x - prev[0])
+            x = upto
+        total += (x - prev[0]) * (y + prev[1]) / 2
+        prev = (x, y)
+    return total / (min(upto, prev[0]) - pts[0][0]) if prev[0] > pts[0][0] else None
+
+
+def _curve(points: list[dict], metric: str) -> tuple[list[float], list[float]]:
+    pts = sorted(points, key=lambda p: p["round"])
+    return [float(p["annotations"]) for p in pts], [p[metric] for p in pts]
+
+
+def picks_summary(rounds: list[dict]) -> dict:
+    """What a strategy sent to annotators, over all its rounds and seeds: the share the starting
+    model got wrong (mean of rounds) and the share of each modality."""
+    wrong = [r["picks_wrong"] for r in rounds if r.get("picks_wrong") is not None]
+    mods: dict[str, int] = {}
+    for r in rounds:
+        for m, n in (r.get("picks_by_modality") or {}).items():
+            mods[m] = mods.get(m, 0) + n
+    total = sum(mods.values())
+    return {"wrong_share": mean_std(wrong),
+            "modality_share": {m: round(n / total, 4) for m, n in sorted(mods.items())} if total
+            else {}}
+
+
+def summarize(curves: dict[str, list[dict]], seeds: list[int], target_ratio: float,
+              rounds: list[dict] | None = None) -> dict:
+    """Per-seed and seed-aggregated AUC, labels-to-random's-final and efficiency ratios."""
+    rounds_of: dict[str, list[dict]] = {}
+    for r in rounds or []:
+        rounds_of.setdefault(r["strategy"], []).append(r)
+    out: dict[str, Any] = {"strategies": {}, "by_seed": {}, "target_ratio": target_ratio}
+    per: dict[str, dict[str, list]] = {s: {} for s in curves}
+    for seed in seeds:
+        runs = {s: [p for p in pts if p["seed"] == seed] for s, pts in curves.items()}
+        runs = {s: v for s, v in runs.items() if len(v) > 1}
+        if "random" not in runs:
+            continue
+        common = min(max(p["annotations"] for p in v) for v in runs.values())
+        seed_out: dict[str, Any] = {"common_labels": common}
+        for metric in METRICS:
+            rx, ry = _curve(runs["random"], metric)
+            target = ry[-1]
+            n_random = first_reach(rx, ry, target)
+            seed_out[f"random_final_{metric}"] = target
+            seed_out[f"random_labels_to_final_{metric}"] = n_random
+            for s, pts in runs.items():
+                xs, ys = _curve(pts, metric)
+                need = first_reach(xs, ys, target)
+                ratio = (n_random / need) if need and n_random else None
+                if need == 0:
+                    ratio = None  # the seed model already beats random's final accuracy
+                row = per[s].setdefault(metric, [])
+                row.append({"seed": seed, "final_labels": xs[-1], "final": ys[-1],
+                            "auc": area(xs, ys, common), "labels_to_random_final": need,
+                            "reached": need is not None, "ratio": ratio})
+        out["by_seed"][str(seed)] = seed_out
+    for s, metrics in per.items():
+        entry: dict[str, Any] = {}
+        for metric, rows in metrics.items():
+            entry[metric] = {
+                "final_labels": mean_std([r["final_labels"] for r in rows]),
+                "final": mean_std([r["final"] for r in rows]),
+                "auc": mean_std([r["auc"] for r in rows]),
+                "labels_to_random_final": mean_std([r["labels_to_random_final"] for r in rows]),
+                "reached_random_final": f"{sum(r['reached'] for r in rows)}/{len(rows)} seeds",
+                "ratio": mean_std([r["ratio"] for r in rows]),
+                "per_seed": rows}
+        entry["pseudo_labels"] = mean_std([max(p["pseudo_labels"] for p in curves[s]
+                                               if p["seed"] == seed) for seed in seeds
+                                           if any(p["seed"] == seed for p in curves[s])])
+        entry["cost"] = mean_std([max(p["cost"] for p in curves[s] if p["seed"] == seed)
+                                  for seed in seeds if any(p["seed"] == seed for p in curves[s])])
+        entry["picks"] = picks_summary([r for r in rounds_of.get(s, [])])
+        out["strategies"][s] = entry
+    out["mean_curve"] = mean_curves(curves)
+    for metric in METRICS:  # ratio on the seed-averaged curves
+        mc = out["mean_curve"]
+        if "random" not in mc:
+            continue
+        rx = [p["annotations"] for p in mc["random"]]
+        ry = [p[metric]["mean"] for p in mc["random"]]
+        n_random = first_reach(rx, ry, ry[-1])
+        for s, pts in mc.items():
+            need = first_reach([p["annotations"] for p in pts], [p[metric]["mean"] for p in pts],
+                               ry[-1])
+            out["strategies"][s].setdefault("mean_curve_ratio", {})[metric] = (
+                n_random / need if need and n_random else None)
+    engine = out["strategies"].get("engine", {}).get("accuracy", {})
+    ratio = (engine.get("ratio") or {}).get("mean")
+    out["headline"] = {
+        "engine_vs_random_ratio_mean": ratio,
+        "engine_vs_random_ratio_std": (engine.get("ratio") or {}).get("std"),
+        "engine_reached_random_final": engine.get("reached_random_final"),
+        "engine_vs_random_ratio_mean_curve": out["strategies"].get("engine", {}).get(
+            "mean_curve_ratio", {}).get("accuracy"),
+        "target_ratio": target_ratio,
+        "target_met": bool(ratio is not None and ratio >= target_ratio)}
+    return out
+
+
+def mean_curves(curves: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Per strategy and round: mean labels and mean/std of each metric over seeds."""
+    out = {}
+    for s, pts in curves.items():
+        rounds = sorted({p["round"] for p in pts})
+        rows = []
+        for r in rounds:
+            at = [p for p in pts if p["round"] == r]
+            rows.append({"round": r, "annotations": float(np.mean([p["annotations"] for p in at])),
+                         **{m: mean_std([p[m] for p in at]) for m in METRICS}})
+        out[s] = rows
+    return out
+
+
+# -- plot ---------------------------------------------------------------------------------------
+
+COLORS = {"random": "#7f7f7f", "entropy": "#1f77b4", "retrieval": "#2ca02c",
+          "coreset": "#9467bd", "engine": "#d62728"}
+
+
+def plot(result: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    mc = result["summary"]["mean_curve"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [3, 3, 2]})
+    n_seeds = len(result["params"]["seeds"])
+    for ax, metric, title in ((axes[0], "accuracy", "model trained in the round"),
+                              (axes[1], "champion_accuracy", "champion after the promotion gate")):
+        for s, pts in mc.items():
+            x = [p["annotations"] for p in pts]
+            y = np.array([100 * (p[metric]["mean"] or np.nan) for p in pts])
+            sd = np.array([100 * (p[metric]["std"] or 0.0) for p in pts])
+            ax.plot(x, y, "-o", ms=4, color=COLORS.get(s), label=s, lw=2.2 if s == "engine" else 1.4)
+            if n_seeds > 1:
+                ax.fill_between(x, y - sd, y + sd, color=COLORS.get(s), alpha=0.12)
+        target = mc.get("random", [{}])[-1].get(metric, {}).get("mean")
+        if target is not None:
+            ax.axhline(100 * target, color="#7f7f7f", ls=":", lw=1)
+        ax.set_xlabel("human labels added (expert + verify lanes)")
+        ax.set_ylabel("eval MCQ accuracy (%)")
+        ax.set_title(f"Accuracy vs labels: {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    strategies = [s for s in STRATEGIES if s in result["summary"]["strategies"]]
+    ax = axes[2]
+    means, errs, labels = [], [], []
+    for s in strategies:
+        r = result["summary"]["strategies"][s]["accuracy"]["ratio"]
+        means.append(r["mean"] or 0.0)
+        errs.append(r["std"] or 0.0)
+        labels.append(f"{s}\n({result['summary']['strategies'][s]['accuracy']['reached_random_final']})")
+    ax.bar(range(len(strategies)), means, yerr=errs, capsize=3,
+           color=[COLORS.get(s) for s in strategies])
+    ax.axhline(1.0, color="#7f7f7f", lw=1)
+    ax.axhline(result["summary"]["target_ratio"], color="#d62728", ls="--", lw=1)
+    ax.set_xticks(range(len(strategies)), labels, fontsize=7)
+    ax.set_ylabel("sample-efficiency ratio vs random")
+    ax.set_title("labels random needs / labels strategy needs\n(to reach random's final accuracy; "
+                 "0 = never)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    p = result["params"]
+    fig.suptitle(f"MedQ sample efficiency: {p['world']}, {len(p['seeds'])} seed(s), {p['rounds']} "
+                 f"rounds x {p['budget']:g} cost units, backend {p['backend']}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table(summary: dict) -> str:
+    lines = ["| strategy | labels | final acc % | AUC % | labels to random's final | ratio vs random "
+             "| pseudo-labels | picks the model got wrong % |", "|---|---|---|---|---|---|---|---|"]
+    for s, e in summary["strategies"].items():
+        a = e["accuracy"]
+
+        def ms(d, scale=1.0, fmt="{:.1f}"):
+            if d["mean"] is None:
+                return "-"
+            sd = "" if d["std"] is None else " ± " + fmt.format(scale * d["std"])
+            return fmt.format(scale * d["mean"]) + sd
+        lines.append(f"| {s} | {ms(a['final_labels'], fmt='{:.0f}')} | {ms(a['final'], 100)} | "
+                     f"{ms(a['auc'], 100)} | {ms(a['labels_to_random_final'], fmt='{:.0f}')} "
+                     f"({a['reached_random_final']}) | {ms(a['ratio'], fmt='{:.2f}')} | "
+                     f"{ms(e['pseudo_labels'], fmt='{:.0f}')} | "
+                     f"{ms(e['picks']['wrong_share'], 100)} |")
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small world, 1 seed, 3 rounds (< 10 min)")
+    ap.add_argument("--world", type=Path, help="a world folder (eval/, seed/, pool/ + labels); "
+                    "default: generate the demo-like world")
+    ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--eval-size", type=int)
+    ap.add_argument("--pool-size", type=int)
+    ap.add_argument("--seed-size", type=int)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    ap.add_argument("--budget", type=float, help="cost units per round")
+    ap.add_argument("--candidates", type=int, help="items the engine scores per round (and the "
+                    "entropy baseline's sample)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--backend", default="lite", help="model backend (settings.model.backend)")
+    ap.add_argument("--coreset-max", type=int, default=50_000,
+                    help="coreset runs on a uniform subsample of the pool above this size")
+    ap.add_argument("--target-ratio", type=float, default=4.0)
+    ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the strategy workspaces")
+    ap.add_argument("--check-flow", action="store_true",
+                    help="also run the real engine_loop Prefect flow for the first seed and check "
+                         "that its rounds equal the driver's engine rounds")
+    ap.add_argument("--out", type=Path, default=RESULTS / "sample_efficiency.json")
+    ap.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
+    args = ap.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    args.strategy_list = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    bad = [s for s in args.strategy_list if s not in STRATEGIES]
+    if bad or "random" not in args.strategy_list:
+        ap.error(f"--strategies: unknown {bad}; known {list(STRATEGIES)}; 'random' is required "
+                 "(it is the reference)")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started, t0 = now_iso(), time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="medq-bench-se-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    try:
+        world = args.world.resolve() if args.world else generate_world(work / "world", args)
+        if args.world and not world.is_dir():
+            from medq.errors import MedQError
+            raise MedQError(f"--world {world}: not a folder")
+        log(f"loading {world} and embedding the pool")
+        world_ws, world_info = world_workspace(world, work, args.backend)
+        log(f"world: {world_info['counts']}, {world_info['eval_mcqs']} eval MCQs "
+            f"(load {world_info['load_s']} s, embed+index {world_info['embed_index_s']} s)")
+        curves: dict[str, list[dict]] = {s: [] for s in args.strategy_list}
+        rounds: list[dict] = []
+        seed_models = {}
+        flow_check = None
+        for seed in args.seed_list:
+            base, boot = seed_workspace(world_ws, work, seed, args.backend)
+            seed_models[str(seed)] = {"version": boot["version"], "seconds": boot["seconds"],
+                                      "accuracy": boot["metrics"].get("accuracy")}
+            log(f"seed {seed}: seed model {boot['version']} accuracy "
+                f"{_pct(boot['metrics'].get('accuracy'))} ({boot['seconds']} s)")
+            for strategy in args.strategy_list:
+                pts, rds = run_strategy(base, work, strategy, seed, boot, args)
+                curves[strategy] += pts
+                rounds += rds
+            if args.check_flow and seed == args.seed_list[0] and "engine" in args.strategy_list:
+                log("running the real engine_loop flow on the same seed workspace (--check-flow)")
+                flow_check = check_engine_flow(base, work, seed, rounds, args)
+                log(f"engine_loop flow vs driver: identical={flow_check['identical']} "
+                    f"({flow_check['flow_seconds']} s vs {flow_check['driver_seconds']} s)")
+            if not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    summary = summarize(curves, args.seed_list, args.target_ratio, rounds)
+    step_times: dict[str, dict[str, float]] = {}
+    for r in rounds:
+        for k, v in r["steps"].items():
+            step_times.setdefault(r["strategy"], {}).setdefault(k, 0.0)
+            step_times[r["strategy"]][k] += v / max(1, len(args.seed_list) * args.rounds)
+    result = {
+        "params": {"mode": "quick" if args.quick else "full",
+                   "world": str(args.world) if args.world else
+                   f"generated demo world (seed {args.world_seed}; eval {args.eval_size}, pool "
+                   f"{args.pool_size}, seed set {args.seed_size}; MRI + endoscopy rare)",
+                   "seeds": args.seed_list, "rounds": args.rounds, "budget": args.budget,
+                   "candidates": args.candidates, "backend": args.backend,
+                   "strategies": args.strategy_list, "annotator": "simulated",
+                   "x_axis": "human labels added to training (expert + verify lanes)"},
+        "world": world_info, "seed_models": seed_models, "engine_flow_check": flow_check,
+        "curves": curves, "summary": summary, "rounds": rounds,
+        "mean_step_seconds_per_round": {s: {k: round(v, 2) for k, v in d.items()}
+                                        for s, d in step_times.items()},
+        "started": started, "seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine_info(),
+    }
+    png = args.plot or args.out.with_suffix(".png")
+    result["plot"] = str(png.relative_to(RESULTS.parent.parent)) if png.is_relative_to(
+        RESULTS.parent.parent) else str(png)
+    plot(result, png)
+    write_result("sample_efficiency", result, out=args.out, machine=result["machine"])
+    print(table(summary))
+    h = summary["headline"]
+    print(f"\nengine vs random: {h['engine_vs_random_ratio_mean']} (target {args.target_ratio}x; "
+          f"reached random's final accuracy in {h['engine_reached_random_final']}); "
+          f"{result['seconds']} s; wrote {args.out} and {png}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
