@@ -30,8 +30,8 @@ computed on the seed-averaged curves. Everything for ``accuracy`` and for ``cham
 
 Usage::
 
-    .venv/bin/python benchmarks/sample_efficiency.py --quick          # < 10 min on 2 cores
-    .venv/bin/python benchmarks/sample_efficiency.py                  # full: 3 seeds, 6 rounds
+    .venv/bin/python benchmarks/sample_efficiency.py --quick          # 2 seeds, 3 rounds: ~4 min on 2 cores
+    .venv/bin/python benchmarks/sample_efficiency.py                  # full: 3 seeds, 8 rounds: ~40 min
     .venv/bin/python benchmarks/sample_efficiency.py --world DIR --seeds 0,1,2 --rounds 5
 
 Writes ``benchmarks/results/sample_efficiency.json`` ({"curves", "summary", "machine", ...}) and
@@ -58,9 +58,9 @@ import numpy as np  # noqa: E402
 
 from _loop import STRATEGIES  # noqa: E402
 
-QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seeds": "0",
+QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seeds": "0,1",
          "budget": 30.0, "candidates": 150}
-FULL = {"eval_size": 150, "pool_size": 3000, "seed_size": 150, "rounds": 6, "seeds": "0,1,2",
+FULL = {"eval_size": 200, "pool_size": 4000, "seed_size": 150, "rounds": 8, "seeds": "0,1,2",
         "budget": 60.0, "candidates": 300}
 METRICS = ("accuracy", "champion_accuracy")
 
@@ -488,7 +488,7 @@ def table(summary: dict) -> str:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small world, 1 seed, 3 rounds (< 10 min)")
+    ap.add_argument("--quick", action="store_true", help="small world, 2 seeds, 3 rounds (< 10 min)")
     ap.add_argument("--world", type=Path, help="a world folder (eval/, seed/, pool/ + labels); "
                     "default: generate the demo-like world")
     ap.add_argument("--world-seed", type=int, default=0)

@@ -70,8 +70,7 @@ class ImageWriter:
         for image_id, p in pending.items():
             if image_id in known:
                 continue
-            # compress_level 1: ~5x faster than the default on noisy medical images, ~10 % bigger
-            png = png_bytes(p.pixels, bits=stored_bits(p.pixels), compress_level=1)
+            png = png_bytes(p.pixels, bits=stored_bits(p.pixels))
             key = content_key(png, "images", "png")
             if not objects.exists(key):
                 objects.put_bytes(key, png, content_type="image/png")

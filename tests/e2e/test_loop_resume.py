@@ -49,10 +49,16 @@ def _medq(workspace: Path, api_url: str, *args: str, kill_at: str | None = None,
 
 
 def _strip_timing(value):
+    """Wall-clock timings removed; floats rounded to 6 decimals. A model fine-tuned from a
+    parent reloaded from disk (after the crash) instead of the same parent still in memory
+    differs in the last float32 bits (~1e-8 in a loss or a calibration error); every id,
+    label, answer, count and score to 6 decimals must still be identical."""
     if isinstance(value, dict):
         return {k: _strip_timing(v) for k, v in value.items() if k != "seconds"}
     if isinstance(value, list):
         return [_strip_timing(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
     return value
 
 
@@ -62,7 +68,7 @@ def _normalize(cell):
             return json.dumps(_strip_timing(json.loads(cell)), sort_keys=True)
         except json.JSONDecodeError:
             return cell
-    return cell
+    return _strip_timing(cell)
 
 
 def catalog_dump(workspace: Path) -> dict[str, list[tuple]]:
