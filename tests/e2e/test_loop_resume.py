@@ -8,44 +8,17 @@ machine would (no cleanup, no flush).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.loop_helpers import copy_workspace, run_medq
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(1200)]
 
 RUN = ["--rounds", "1", "--budget", "12", "--candidates", "60", "--seed", "0"]
 TIME_COLUMNS = {"created_at", "updated_at", "finished_at", "started_at", "recorded_at", "applied_at"}
-
-
-def _medq(workspace: Path, api_url: str, *args: str, kill_at: str | None = None,
-          timeout: int = 600) -> subprocess.CompletedProcess:
-    """`medq ARGS --workspace W` in its own session against the shared Prefect server. Output
-    goes to files (a SIGKILLed parent must not leave pipes held open by its children) and the
-    whole process group is killed afterwards."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDQ_")}
-    env["PREFECT_HOME"] = str(workspace.parent / f"prefect-{workspace.name}")
-    env["PREFECT_API_URL"] = api_url
-    if kill_at:
-        env["MEDQ_FAULT_KILL_AT"] = kill_at
-    out, err = workspace.parent / "stdout.txt", workspace.parent / "stderr.txt"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "medq.cli", *args, "--workspace",
-                                 str(workspace)], env=env, stdout=fo, stderr=fe,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(proc.args, code, out.read_text(), err.read_text())
 
 
 def _strip_timing(value):
@@ -85,40 +58,18 @@ def catalog_dump(workspace: Path) -> dict[str, list[tuple]]:
     return dump
 
 
-@pytest.fixture(scope="module")
-def loaded_workspace(tmp_path_factory):
-    """A tiny world loaded into a workspace (copied per scenario)."""
-    from medq.settings import load_settings
-    from medq.storage.workspace import Workspace
-    from medq.storage.world import write_world
-    from medq.storage.world_loader import load_world
-    from medq.tasks.world import demo_world_spec
-    root = tmp_path_factory.mktemp("loop")
-    write_world(demo_world_spec(0, eval_size=12, pool_size=200, seed_size=40), root / "world")
-    ws = Workspace.init(load_settings(workspace=root / "base"))
-    load_world(ws, root / "world")
-    return root / "base"
-
-
-def _copy(base: Path, name: str) -> Path:
-    target = base.parent / name
-    shutil.copytree(base, target)
-    (target / "workspace.id").unlink()  # a distinct workspace, as a fresh load would be
-    return target
-
-
 def test_killed_rounds_resume_to_the_same_catalog(loaded_workspace, prefect_server):
-    reference = _copy(loaded_workspace, "reference")
-    done = _medq(reference, prefect_server, "run", *RUN, "--json")
+    reference = copy_workspace(loaded_workspace, "reference")
+    done = run_medq(reference, prefect_server, "run", *RUN, "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     rounds = json.loads(done.stdout)
     assert len(rounds) == 1 and rounds[0]["n_candidates"] > 0 and rounds[0]["annotations"] > 0
 
-    crashed = _copy(loaded_workspace, "crashed")
+    crashed = copy_workspace(loaded_workspace, "crashed")
     for point in ("annotate:submitted", "curate:validated", "finetune:saved"):
-        killed = _medq(crashed, prefect_server, "run", *RUN, kill_at=point)
+        killed = run_medq(crashed, prefect_server, "run", *RUN, kill_at=point)
         assert killed.returncode == -9, (point, killed.returncode, killed.stderr[-3000:])
-    resumed = _medq(crashed, prefect_server, "run", *RUN, "--json")
+    resumed = run_medq(crashed, prefect_server, "run", *RUN, "--json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     want, got = catalog_dump(reference), catalog_dump(crashed)
