@@ -36,7 +36,7 @@ from medq.engine.formats.world import (
 from medq.engine.taxonomy import QUESTION_TYPES
 from medq.storage.catalog import loads
 from medq.storage.ingest.errors import Rejected
-from medq.storage.ingest.store import ImageWriter, decode_exact
+from medq.storage.ingest.store import ImageWriter, decode_exact, write_items
 from medq.storage.medqbench_io import (
     read_qbench_json,
     read_tsv,
@@ -170,45 +170,7 @@ def import_frame(workspace, df: pd.DataFrame, tsv: Path, *, task: str, split: st
 
 
 def _write_items(workspace, writer: ImageWriter, items: list[dict], summary) -> None:
-    with workspace.catalog.connect():  # one connection for the lookups and the transaction
-        _write_items_now(workspace, writer, items, summary)
-
-
-def _write_items_now(workspace, writer: ImageWriter, items: list[dict], summary) -> None:
-    existing = {}
-    ids = [i["item_id"] for i in items]
-    if ids:
-        for r in workspace.catalog.query(
-                "SELECT * FROM items WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [ids]):
-            existing[r["item_id"]] = r
-    changed = []
-    for item in items:
-        old = existing.get(item["item_id"])
-        if old is None:
-            summary.items_new += 1
-            changed.append(item)
-        elif _same(old, item):
-            summary.items_unchanged += 1
-        else:
-            summary.items_updated += 1
-            changed.append(item)
-    image_rows = writer.commit_objects()
-    summary.images_new += len(image_rows)
-    with workspace.catalog.transaction() as tx:
-        tx.upsert("images", image_rows)
-        tx.upsert("items", changed)
-
-
-def _same(old: dict, new: dict) -> bool:
-    from medq.storage.catalog import dumps
-    for k, v in new.items():
-        stored = old.get(k)
-        if isinstance(v, (dict, list)):
-            if stored != dumps(v):
-                return False
-        elif stored != v:
-            return False
-    return True
+    write_items(workspace, writer, items, summary)
 
 
 def _image_pixels(value: str, *, base: Path, opts, path_mode: bool):

@@ -28,11 +28,10 @@ from medq.engine.formats.world import parse_label_line, unknown_types
 from medq.storage.ingest import sniff as sn
 from medq.storage.ingest.errors import Rejected, reason_code
 from medq.storage.ingest.pipeline import IngestOptions, deid_salt, image_item_id, quarantine_id
-from medq.storage.ingest.store import ImageWriter, decode_exact
+from medq.storage.ingest.store import ImageWriter, decode_exact, write_items
 from medq.storage.medqbench_catalog import (
     ExportSummary,
     ImportSummary,
-    _same,
     export_medqbench,
     import_medqbench,
 )
@@ -250,31 +249,4 @@ def _load_images(workspace, folder: Path, split: str, name: str, opts, summary: 
 
 def _write(workspace, writer: ImageWriter, items: list[dict], oracle: list[dict],
            summary: WorldSummary) -> None:
-    with workspace.catalog.connect():  # one connection for the lookups and the transaction
-        _write_now(workspace, writer, items, oracle, summary)
-
-
-def _write_now(workspace, writer: ImageWriter, items: list[dict], oracle: list[dict],
-               summary: WorldSummary) -> None:
-    existing = {}
-    ids = [i["item_id"] for i in items]
-    if ids:
-        existing = {r["item_id"]: r for r in workspace.catalog.query(
-            "SELECT * FROM items WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}
-    changed = []
-    for item in items:
-        old = existing.get(item["item_id"])
-        if old is None:
-            summary.items_new += 1
-            changed.append(item)
-        elif _same(old, item):
-            summary.items_unchanged += 1
-        else:
-            summary.items_updated += 1
-            changed.append(item)
-    image_rows = writer.commit_objects()
-    summary.images_new += len(image_rows)
-    with workspace.catalog.transaction() as tx:
-        tx.upsert("images", image_rows)
-        tx.upsert("items", changed)
-        tx.upsert("oracle_labels", oracle)
+    write_items(workspace, writer, items, summary, {"oracle_labels": oracle})

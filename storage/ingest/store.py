@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from medq.engine.formats.images import pixel_hash, png_bytes, thumbnail_png
 
 
@@ -114,3 +113,47 @@ def decode_exact(data: bytes, name: str, opts) -> np.ndarray:
         raise Rejected(BAD_DIMENSIONS, f"file gives {len(frames)} images; a labelled or "
                        "benchmark image must be a single 2-D image")
     return frames[0].pixels
+
+
+def write_items(workspace, writer: ImageWriter, items: list[dict], summary,
+                extra: dict[str, list[dict]] | None = None) -> None:
+    """Write the writer's queued images and the changed `items` (plus `extra` table rows) in one
+    transaction. Items identical to their stored row are skipped; `summary` counts
+    items_new / items_updated / items_unchanged / images_new (re-loading changes nothing)."""
+    with workspace.catalog.connect():  # one connection for the lookups and the transaction
+        existing = {}
+        ids = [i["item_id"] for i in items]
+        if ids:
+            existing = {r["item_id"]: r for r in workspace.catalog.query(
+                "SELECT * FROM items WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [ids])}
+        changed = []
+        for item in items:
+            old = existing.get(item["item_id"])
+            if old is None:
+                summary.items_new += 1
+                changed.append(item)
+            elif _same(old, item):
+                summary.items_unchanged += 1
+            else:
+                summary.items_updated += 1
+                changed.append(item)
+        image_rows = writer.commit_objects()
+        summary.images_new += len(image_rows)
+        with workspace.catalog.transaction() as tx:
+            tx.upsert("images", image_rows)
+            tx.upsert("items", changed)
+            for table, rows in (extra or {}).items():
+                tx.upsert(table, rows)
+
+
+def _same(old: dict, new: dict) -> bool:
+    """Whether a stored item row already holds every value of `new` (JSON columns as text)."""
+    from medq.storage.catalog import dumps
+    for k, v in new.items():
+        stored = old.get(k)
+        if isinstance(v, (dict, list)):
+            if stored != dumps(v):
+                return False
+        elif stored != v:
+            return False
+    return True
