@@ -14,15 +14,15 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo test test-all services-up services-down bench bench-quick dashboard clean
+.PHONY: venv demo test test-all services-up services-down bench bench-quick dashboard constraints clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 ## The main job: a fresh workspace, a small synthetic world, the closed loop for a few rounds.
@@ -52,6 +52,9 @@ bench: venv
 
 dashboard: venv
 	$(BIN)/medq dashboard
+
+constraints: venv
+	{ head -3 constraints.txt; $(BIN)/pip freeze | grep -v "^-e\|^medq\|^torch==\|^nvidia\|^triton"; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
 	rm -rf .medq-demo .pytest_cache

@@ -62,7 +62,10 @@ QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seed
          "budget": 30.0, "candidates": 150}
 FULL = {"eval_size": 200, "pool_size": 4000, "seed_size": 150, "rounds": 8, "seeds": "0,1,2",
         "budget": 60.0, "candidates": 300}
-METRICS = ("accuracy", "champion_accuracy")
+# summary views: name -> (x, y); x = human labels added or cost units spent
+VIEWS = {"accuracy": ("annotations", "accuracy"),
+         "champion_accuracy": ("annotations", "champion_accuracy"),
+         "accuracy_vs_cost": ("cost", "accuracy")}
 
 
 def log(msg: str) -> None:
@@ -295,9 +298,9 @@ def area(xs: list[float], ys: list[float], upto: float) -> float | None:
     return total / (min(upto, prev[0]) - pts[0][0]) if prev[0] > pts[0][0] else None
 
 
-def _curve(points: list[dict], metric: str) -> tuple[list[float], list[float]]:
+def _curve(points: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
     pts = sorted(points, key=lambda p: p["round"])
-    return [float(p["annotations"]) for p in pts], [p[metric] for p in pts]
+    return [float(p[x]) for p in pts], [p[y] for p in pts]
 
 
 def picks_summary(rounds: list[dict]) -> dict:
@@ -314,92 +317,101 @@ def picks_summary(rounds: list[dict]) -> dict:
             else {}}
 
 
+def _view(runs: dict[str, list[dict]], x: str, y: str, common: float) -> dict[str, dict]:
+    """One seed, one (x, y) view: per strategy final x / y, AUC over [0, common], the x at
+    which it first reaches random's final y and the ratio random's x / its x."""
+    rx, ry = _curve(runs["random"], x, y)
+    target = ry[-1]
+    n_random = first_reach(rx, ry, target)
+    out = {}
+    for s, pts in runs.items():
+        xs, ys = _curve(pts, x, y)
+        need = first_reach(xs, ys, target)
+        # need == 0: the seed model already matches random's final accuracy (no ratio)
+        ratio = n_random / need if need and n_random else None
+        out[s] = {"final_x": xs[-1], "final": ys[-1], "auc": area(xs, ys, common),
+                  "x_to_random_final": need, "reached": need is not None, "ratio": ratio,
+                  "random_final": target}
+    return out
+
+
 def summarize(curves: dict[str, list[dict]], seeds: list[int], target_ratio: float,
               rounds: list[dict] | None = None) -> dict:
-    """Per-seed and seed-aggregated AUC, labels-to-random's-final and efficiency ratios."""
+    """Per-seed and seed-aggregated AUC, x-to-random's-final and efficiency ratios for every
+    view in VIEWS (x = labels or cost units, y = trained-model or champion accuracy)."""
     rounds_of: dict[str, list[dict]] = {}
     for r in rounds or []:
         rounds_of.setdefault(r["strategy"], []).append(r)
-    out: dict[str, Any] = {"strategies": {}, "by_seed": {}, "target_ratio": target_ratio}
+    out: dict[str, Any] = {"views": {k: {"x": x, "y": y} for k, (x, y) in VIEWS.items()},
+                           "strategies": {}, "target_ratio": target_ratio}
     per: dict[str, dict[str, list]] = {s: {} for s in curves}
     for seed in seeds:
         runs = {s: [p for p in pts if p["seed"] == seed] for s, pts in curves.items()}
         runs = {s: v for s, v in runs.items() if len(v) > 1}
         if "random" not in runs:
             continue
-        common = min(max(p["annotations"] for p in v) for v in runs.values())
-        seed_out: dict[str, Any] = {"common_labels": common}
-        for metric in METRICS:
-            rx, ry = _curve(runs["random"], metric)
-            target = ry[-1]
-            n_random = first_reach(rx, ry, target)
-            seed_out[f"random_final_{metric}"] = target
-            seed_out[f"random_labels_to_final_{metric}"] = n_random
-            for s, pts in runs.items():
-                xs, ys = _curve(pts, metric)
-                need = first_reach(xs, ys, target)
-                ratio = (n_random / need) if need and n_random else None
-                if need == 0:
-                    ratio = None  # the seed model already beats random's final accuracy
-                row = per[s].setdefault(metric, [])
-                row.append({"seed": seed, "final_labels": xs[-1], "final": ys[-1],
-                            "auc": area(xs, ys, common), "labels_to_random_final": need,
-                            "reached": need is not None, "ratio": ratio})
-        out["by_seed"][str(seed)] = seed_out
-    for s, metrics in per.items():
+        for view, (x, y) in VIEWS.items():
+            common = min(max(p[x] for p in v) for v in runs.values())
+            for s, row in _view(runs, x, y, common).items():
+                per[s].setdefault(view, []).append({"seed": seed, "auc_upto": common, **row})
+    for s, views in per.items():
         entry: dict[str, Any] = {}
-        for metric, rows in metrics.items():
-            entry[metric] = {
-                "final_labels": mean_std([r["final_labels"] for r in rows]),
+        for view, rows in views.items():
+            entry[view] = {
+                "final_x": mean_std([r["final_x"] for r in rows]),
                 "final": mean_std([r["final"] for r in rows]),
                 "auc": mean_std([r["auc"] for r in rows]),
-                "labels_to_random_final": mean_std([r["labels_to_random_final"] for r in rows]),
+                "x_to_random_final": mean_std([r["x_to_random_final"] for r in rows]),
                 "reached_random_final": f"{sum(r['reached'] for r in rows)}/{len(rows)} seeds",
                 "ratio": mean_std([r["ratio"] for r in rows]),
                 "per_seed": rows}
-        entry["pseudo_labels"] = mean_std([max(p["pseudo_labels"] for p in curves[s]
-                                               if p["seed"] == seed) for seed in seeds
-                                           if any(p["seed"] == seed for p in curves[s])])
-        entry["cost"] = mean_std([max(p["cost"] for p in curves[s] if p["seed"] == seed)
-                                  for seed in seeds if any(p["seed"] == seed for p in curves[s])])
-        entry["picks"] = picks_summary([r for r in rounds_of.get(s, [])])
+        mine = [p for p in curves[s]]
+        finals = [max((p for p in mine if p["seed"] == seed), key=lambda p: p["round"])
+                  for seed in seeds if any(p["seed"] == seed for p in mine)]
+        entry["labels"] = mean_std([p["annotations"] for p in finals])
+        entry["pseudo_labels"] = mean_std([p["pseudo_labels"] for p in finals])
+        entry["cost"] = mean_std([p["cost"] for p in finals])
+        entry["picks"] = picks_summary(rounds_of.get(s, []))
         out["strategies"][s] = entry
-    out["mean_curve"] = mean_curves(curves)
-    for metric in METRICS:  # ratio on the seed-averaged curves
-        mc = out["mean_curve"]
-        if "random" not in mc:
-            continue
-        rx = [p["annotations"] for p in mc["random"]]
-        ry = [p[metric]["mean"] for p in mc["random"]]
-        n_random = first_reach(rx, ry, ry[-1])
-        for s, pts in mc.items():
-            need = first_reach([p["annotations"] for p in pts], [p[metric]["mean"] for p in pts],
-                               ry[-1])
-            out["strategies"][s].setdefault("mean_curve_ratio", {})[metric] = (
-                n_random / need if need and n_random else None)
-    engine = out["strategies"].get("engine", {}).get("accuracy", {})
-    ratio = (engine.get("ratio") or {}).get("mean")
+    out["mean_curve"] = mc = mean_curves(curves)
+    if "random" in mc:  # ratios on the seed-averaged curves
+        for view, (x, y) in VIEWS.items():
+            rx = [p[x] for p in mc["random"]]
+            ry = [p[y]["mean"] for p in mc["random"]]
+            n_random = first_reach(rx, ry, ry[-1])
+            for s, pts in mc.items():
+                need = first_reach([p[x] for p in pts], [p[y]["mean"] for p in pts], ry[-1])
+                out["strategies"][s].setdefault("mean_curve_ratio", {})[view] = (
+                    n_random / need if need and n_random else None)
+    engine = out["strategies"].get("engine", {})
+    labels, cost = engine.get("accuracy", {}), engine.get("accuracy_vs_cost", {})
+    ratio = (labels.get("ratio") or {}).get("mean")
     out["headline"] = {
         "engine_vs_random_ratio_mean": ratio,
-        "engine_vs_random_ratio_std": (engine.get("ratio") or {}).get("std"),
-        "engine_reached_random_final": engine.get("reached_random_final"),
-        "engine_vs_random_ratio_mean_curve": out["strategies"].get("engine", {}).get(
-            "mean_curve_ratio", {}).get("accuracy"),
+        "engine_vs_random_ratio_std": (labels.get("ratio") or {}).get("std"),
+        "engine_reached_random_final": labels.get("reached_random_final"),
+        "engine_vs_random_ratio_mean_curve": (engine.get("mean_curve_ratio") or {}).get("accuracy"),
+        "engine_vs_random_cost_ratio_mean": (cost.get("ratio") or {}).get("mean"),
+        "engine_vs_random_cost_ratio_std": (cost.get("ratio") or {}).get("std"),
+        "best_strategy_by_label_ratio": max(
+            ((s, (e.get("accuracy", {}).get("ratio") or {}).get("mean") or 0.0)
+             for s, e in out["strategies"].items()), key=lambda kv: kv[1], default=(None, 0))[0],
         "target_ratio": target_ratio,
         "target_met": bool(ratio is not None and ratio >= target_ratio)}
     return out
 
 
 def mean_curves(curves: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Per strategy and round: mean labels and mean/std of each metric over seeds."""
+    """Per strategy and round: mean labels and cost, mean/std of each accuracy over seeds."""
     out = {}
     for s, pts in curves.items():
-        rounds = sorted({p["round"] for p in pts})
         rows = []
-        for r in rounds:
+        for r in sorted({p["round"] for p in pts}):
             at = [p for p in pts if p["round"] == r]
             rows.append({"round": r, "annotations": float(np.mean([p["annotations"] for p in at])),
-                         **{m: mean_std([p[m] for p in at]) for m in METRICS}})
+                         "cost": float(np.mean([p["cost"] for p in at])),
+                         **{m: mean_std([p[m] for p in at]) for m in ("accuracy",
+                                                                      "champion_accuracy")}})
         out[s] = rows
     return out
 
