@@ -205,38 +205,29 @@ def _ms(d: dict | None, scale=1.0, fmt="{:.1f}") -> str:
 
 
 def sample_efficiency_section(d: dict) -> list[str]:
+    from sample_efficiency import markdown_table
     p, s = d.get("params", {}), d.get("summary", {})
     lines = [f"**Sample efficiency** ({d['_mode']} mode, {_when(d)}): {p.get('world')}; "
              f"{len(p.get('seeds', []))} seed(s) x {p.get('rounds')} rounds x {p.get('budget')} cost "
              f"units per round; {p.get('candidates')} items scored per round; backend "
-             f"{p.get('backend')}; simulated annotators. Labels = human labels added to training "
-             "(expert + verify lanes); accuracy = eval MCQ accuracy of the model trained in the "
-             "round; ratio = labels random needs / labels the strategy needs to reach random's "
-             "final accuracy (mean ± std over the seeds that reach it; `mean curve` = the same on "
-             "the seed-averaged curves).", "",
-             "| strategy | labels | final acc % | AUC % | labels to random's final (seeds reaching "
-             "it) | ratio vs random | ratio, mean curve | pseudo-labels | picks the model got "
-             "wrong % |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, e in (s.get("strategies") or {}).items():
-        a = e.get("accuracy", {})
-        lines.append(
-            f"| {name} | {_ms(a.get('final_labels'), fmt='{:.0f}')} | {_ms(a.get('final'), 100)} | "
-            f"{_ms(a.get('auc'), 100)} | {_ms(a.get('labels_to_random_final'), fmt='{:.0f}')} "
-            f"({a.get('reached_random_final', '-')}) | {_ms(a.get('ratio'), fmt='{:.2f}')} | "
-            f"{_f(_g(e, 'mean_curve_ratio', 'accuracy'), '{:.2f}')} | "
-            f"{_ms(e.get('pseudo_labels'), fmt='{:.0f}')} | "
-            f"{_ms(_g(e, 'picks', 'wrong_share'), 100)} |")
+             f"{p.get('backend')}; simulated annotators (5 % error). Labels = human labels added "
+             "to training (expert + verify lanes; pseudo-labels apart); accuracy = eval MCQ "
+             "accuracy of the model trained in the round; ratio = labels (or cost units) random "
+             "needs / the strategy needs to first reach random's final accuracy (mean ± std over "
+             "the seeds that reach it; `mean curve`: on the seed-averaged curves).", ""]
+    if s.get("strategies"):
+        lines.append(markdown_table(s))
     h = s.get("headline") or {}
     if h:
-        lines += ["", f"Engine vs random: **{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x** "
-                  f"(± {_f(h.get('engine_vs_random_ratio_std'), '{:.2f}')}, reached random's final "
-                  f"accuracy in {h.get('engine_reached_random_final')}; mean curve "
-                  f"{_f(h.get('engine_vs_random_ratio_mean_curve'), '{:.2f}')}x); target "
-                  f"{h.get('target_ratio')}x: **{'met' if h.get('target_met') else 'not met'}** "
-                  "(see benchmarks/README.md for why and what would fix it)."]
-    plot = d.get("plot")
-    if plot:
-        lines += ["", f"![sample efficiency]({plot})"]
+        lines += ["", f"Engine vs random: **{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x "
+                  f"per label** (± {_f(h.get('engine_vs_random_ratio_std'), '{:.2f}')}; reached "
+                  f"random's final accuracy in {h.get('engine_reached_random_final')}; mean curve "
+                  f"{_f(h.get('engine_vs_random_ratio_mean_curve'), '{:.2f}')}x), "
+                  f"{_f(h.get('engine_vs_random_cost_ratio_mean'), '{:.2f}')}x per cost unit; "
+                  f"target {h.get('target_ratio')}x: **{'met' if h.get('target_met') else 'not met'}**"
+                  " (benchmarks/README.md explains why and what would fix it)."]
+    if d.get("plot"):
+        lines += ["", f"![sample efficiency]({d['plot']})"]
     return lines
 
 

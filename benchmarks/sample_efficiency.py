@@ -103,14 +103,21 @@ def release(ws: Path) -> None:
 
 
 def generate_world(folder: Path, args) -> Path:
-    from medq.storage.world import write_world
+    """The demo-like world of `args` in `folder` (reused when its world.json has the same spec;
+    the writer removes stale files of another spec)."""
+    from dataclasses import replace
+    from medq.storage.world import read_world_spec, write_world
     from medq.tasks.world import demo_world_spec
     spec = demo_world_spec(args.world_seed, eval_size=args.eval_size, pool_size=args.pool_size,
                            seed_size=args.seed_size)
-    if not (folder / "world.json").is_file():
-        log(f"generating world: eval {args.eval_size} images, pool {args.pool_size}, seed set "
-            f"{args.seed_size}")
-        write_world(spec, folder)
+    # the demo's biases (MRI + endoscopy: x0.05 in the seed set, 10 % of the pool) unless changed
+    spec = replace(spec, seed_bias=replace(spec.seed_bias, factor=args.rare_factor),
+                   pool_rare=replace(spec.pool_rare, share=args.rare_share))
+    if (folder / "world.json").is_file() and read_world_spec(folder).to_dict() == spec.to_dict():
+        return folder
+    log(f"generating world: eval {args.eval_size} images, pool {args.pool_size}, seed set "
+        f"{args.seed_size}")
+    write_world(spec, folder)
     return folder
 
 
@@ -423,6 +430,7 @@ COLORS = {"random": "#7f7f7f", "entropy": "#1f77b4", "retrieval": "#2ca02c",
 
 
 def plot(result: dict, path: Path) -> Path | None:
+    """Accuracy vs labels, accuracy vs cost (mean over seeds, band = ± std) and the ratios."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -430,46 +438,57 @@ def plot(result: dict, path: Path) -> Path | None:
     except ImportError:
         log("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
-    mc = result["summary"]["mean_curve"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [3, 3, 2]})
+    summary = result["summary"]
+    mc = summary["mean_curve"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [3, 3, 2.4]})
     n_seeds = len(result["params"]["seeds"])
-    for ax, metric, title in ((axes[0], "accuracy", "model trained in the round"),
-                              (axes[1], "champion_accuracy", "champion after the promotion gate")):
+    for ax, x, xlabel in ((axes[0], "annotations", "human labels added (expert + verify lanes)"),
+                          (axes[1], "cost", "cost units spent (expert 1, verify 0.3, auto 0)")):
         for s, pts in mc.items():
-            x = [p["annotations"] for p in pts]
-            y = np.array([100 * (p[metric]["mean"] or np.nan) for p in pts])
-            sd = np.array([100 * (p[metric]["std"] or 0.0) for p in pts])
-            ax.plot(x, y, "-o", ms=4, color=COLORS.get(s), label=s, lw=2.2 if s == "engine" else 1.4)
+            xs = [p[x] for p in pts]
+            y = np.array([100 * (p["accuracy"]["mean"] or np.nan) for p in pts])
+            sd = np.array([100 * (p["accuracy"]["std"] or 0.0) for p in pts])
+            ax.plot(xs, y, "-o", ms=3.5, color=COLORS.get(s), label=s,
+                    lw=2.4 if s == "engine" else 1.4, zorder=3 if s == "engine" else 2)
             if n_seeds > 1:
-                ax.fill_between(x, y - sd, y + sd, color=COLORS.get(s), alpha=0.12)
-        target = mc.get("random", [{}])[-1].get(metric, {}).get("mean")
+                ax.fill_between(xs, y - sd, y + sd, color=COLORS.get(s), alpha=0.10)
+        target = mc.get("random", [{}])[-1].get("accuracy", {}).get("mean")
         if target is not None:
             ax.axhline(100 * target, color="#7f7f7f", ls=":", lw=1)
-        ax.set_xlabel("human labels added (expert + verify lanes)")
-        ax.set_ylabel("eval MCQ accuracy (%)")
-        ax.set_title(f"Accuracy vs labels: {title}", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("eval MCQ accuracy (%) of the model trained in the round")
         ax.grid(alpha=0.3)
+    axes[0].set_title("Accuracy vs labels (mean over seeds, band ± std;\ndotted: random's final)",
+                      fontsize=10)
+    axes[1].set_title("Accuracy vs annotation cost (same budget per round)", fontsize=10)
     axes[0].legend(fontsize=8, loc="lower right")
-    strategies = [s for s in STRATEGIES if s in result["summary"]["strategies"]]
+    strategies = [s for s in STRATEGIES if s in summary["strategies"]]
     ax = axes[2]
-    means, errs, labels = [], [], []
-    for s in strategies:
-        r = result["summary"]["strategies"][s]["accuracy"]["ratio"]
-        means.append(r["mean"] or 0.0)
-        errs.append(r["std"] or 0.0)
-        labels.append(f"{s}\n({result['summary']['strategies'][s]['accuracy']['reached_random_final']})")
-    ax.bar(range(len(strategies)), means, yerr=errs, capsize=3,
-           color=[COLORS.get(s) for s in strategies])
+    width = 0.38
+    for j, (view, label, alpha) in enumerate((("accuracy", "per label", 1.0),
+                                               ("accuracy_vs_cost", "per cost unit", 0.45))):
+        xs = np.arange(len(strategies)) + (j - 0.5) * width
+        r = [summary["strategies"][s][view]["ratio"] for s in strategies]
+        ax.bar(xs, [v["mean"] or 0.0 for v in r], width, yerr=[v["std"] or 0.0 for v in r],
+               capsize=3, color=[COLORS.get(s) for s in strategies], alpha=alpha,
+               edgecolor="black", lw=0.5, label=label)
+        curve = [summary["strategies"][s].get("mean_curve_ratio", {}).get(view) for s in strategies]
+        ax.plot(xs, [c if c is not None else np.nan for c in curve], "kD", ms=4, ls="none")
     ax.axhline(1.0, color="#7f7f7f", lw=1)
-    ax.axhline(result["summary"]["target_ratio"], color="#d62728", ls="--", lw=1)
-    ax.set_xticks(range(len(strategies)), labels, fontsize=7)
+    ax.axhline(summary["target_ratio"], color="#d62728", ls="--", lw=1)
+    reached = [summary["strategies"][s]["accuracy"]["reached_random_final"].split()[0]
+               for s in strategies]
+    ax.set_xticks(range(len(strategies)), [f"{s}\n{r}" for s, r in zip(strategies, reached)],
+                  fontsize=8)
     ax.set_ylabel("sample-efficiency ratio vs random")
-    ax.set_title("labels random needs / labels strategy needs\n(to reach random's final accuracy; "
-                 "0 = never)", fontsize=9)
+    ax.set_title("random's labels (cost) / strategy's, to reach random's final\naccuracy "
+                 "(bars: mean of the seeds that reach it, n/N below; dots: mean curve)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     p = result["params"]
-    fig.suptitle(f"MedQ sample efficiency: {p['world']}, {len(p['seeds'])} seed(s), {p['rounds']} "
-                 f"rounds x {p['budget']:g} cost units, backend {p['backend']}", fontsize=10)
+    fig.suptitle(f"MedQ sample efficiency: {p['world']}; {len(p['seeds'])} seed(s), "
+                 f"{p['rounds']} rounds x {p['budget']:g} cost units, {p['candidates']} scored per "
+                 f"round, backend {p['backend']}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -477,22 +496,31 @@ def plot(result: dict, path: Path) -> Path | None:
     return path
 
 
-def table(summary: dict) -> str:
-    lines = ["| strategy | labels | final acc % | AUC % | labels to random's final | ratio vs random "
-             "| pseudo-labels | picks the model got wrong % |", "|---|---|---|---|---|---|---|---|"]
-    for s, e in summary["strategies"].items():
-        a = e["accuracy"]
+def markdown_table(summary: dict) -> str:
+    """The per-strategy summary as a markdown table (mean ± std over seeds)."""
+    def ms(d, scale=1.0, fmt="{:.1f}"):
+        if not d or d.get("mean") is None:
+            return "-"
+        sd = "" if d.get("std") is None else " ± " + fmt.format(scale * d["std"])
+        return fmt.format(scale * d["mean"]) + sd
 
-        def ms(d, scale=1.0, fmt="{:.1f}"):
-            if d["mean"] is None:
-                return "-"
-            sd = "" if d["std"] is None else " ± " + fmt.format(scale * d["std"])
-            return fmt.format(scale * d["mean"]) + sd
-        lines.append(f"| {s} | {ms(a['final_labels'], fmt='{:.0f}')} | {ms(a['final'], 100)} | "
-                     f"{ms(a['auc'], 100)} | {ms(a['labels_to_random_final'], fmt='{:.0f}')} "
-                     f"({a['reached_random_final']}) | {ms(a['ratio'], fmt='{:.2f}')} | "
-                     f"{ms(e['pseudo_labels'], fmt='{:.0f}')} | "
-                     f"{ms(e['picks']['wrong_share'], 100)} |")
+    def one(x, fmt="{:.2f}"):
+        return "-" if x is None else fmt.format(x)
+
+    lines = ["| strategy | labels | cost | pseudo-labels | final acc % | AUC % | labels to random's "
+             "final (seeds reaching it) | ratio per label | ratio per label, mean curve | ratio "
+             "per cost unit | picks the model got wrong % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s, e in summary["strategies"].items():
+        a, c = e.get("accuracy", {}), e.get("accuracy_vs_cost", {})
+        lines.append(
+            f"| {s} | {ms(e.get('labels'), fmt='{:.0f}')} | {ms(e.get('cost'), fmt='{:.0f}')} | "
+            f"{ms(e.get('pseudo_labels'), fmt='{:.0f}')} | {ms(a.get('final'), 100)} | "
+            f"{ms(a.get('auc'), 100)} | {ms(a.get('x_to_random_final'), fmt='{:.0f}')} "
+            f"({a.get('reached_random_final', '-')}) | {ms(a.get('ratio'), fmt='{:.2f}')} | "
+            f"{one((e.get('mean_curve_ratio') or {}).get('accuracy'))} | "
+            f"{ms(c.get('ratio'), fmt='{:.2f}')} | "
+            f"{ms((e.get('picks') or {}).get('wrong_share'), 100)} |")
     return "\n".join(lines)
 
 
@@ -504,6 +532,10 @@ def parse_args(argv=None):
     ap.add_argument("--world", type=Path, help="a world folder (eval/, seed/, pool/ + labels); "
                     "default: generate the demo-like world")
     ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--rare-share", type=float, default=0.1,
+                    help="generated world: share of MRI + endoscopy in the pool")
+    ap.add_argument("--rare-factor", type=float, default=0.05,
+                    help="generated world: weight of MRI + endoscopy in the seed set (x)")
     ap.add_argument("--eval-size", type=int)
     ap.add_argument("--pool-size", type=int)
     ap.add_argument("--seed-size", type=int)
@@ -523,6 +555,8 @@ def parse_args(argv=None):
                     help="also run the real engine_loop Prefect flow for the first seed and check "
                          "that its rounds equal the driver's engine rounds")
     ap.add_argument("--out", type=Path, default=RESULTS / "sample_efficiency.json")
+    ap.add_argument("--from-json", type=Path,
+                    help="run nothing: recompute the summary and plot of an earlier result file")
     ap.add_argument("--plot", type=Path, default=None, help="PNG path (default: next to --out)")
     args = ap.parse_args(argv)
     defaults = QUICK if args.quick else FULL
@@ -538,8 +572,32 @@ def parse_args(argv=None):
     return args
 
 
+def resummarize(args) -> dict:
+    """Summary, table and plot again from the curves and rounds of an earlier result."""
+    import json
+    result = json.loads(args.from_json.read_text())
+    p = result["params"]
+    result["summary"] = summarize(result["curves"], p["seeds"], args.target_ratio,
+                                  result.get("rounds"))
+    result["resummarized_at"] = now_iso()
+    png = args.plot or args.out.with_suffix(".png")
+    result["plot"] = _rel(png)
+    plot(result, png)
+    write_result("sample_efficiency", result, out=args.out, machine=result.get("machine"))
+    print(markdown_table(result["summary"]))
+    return result
+
+
+def _rel(path: Path) -> str:
+    root = RESULTS.parent.parent
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.from_json:
+        return resummarize(args)
     started, t0 = now_iso(), time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="medq-bench-se-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -588,7 +646,8 @@ def main(argv=None) -> dict:
         "params": {"mode": "quick" if args.quick else "full",
                    "world": str(args.world) if args.world else
                    f"generated demo world (seed {args.world_seed}; eval {args.eval_size}, pool "
-                   f"{args.pool_size}, seed set {args.seed_size}; MRI + endoscopy rare)",
+                   f"{args.pool_size}, seed set {args.seed_size}; MRI + endoscopy x"
+                   f"{args.rare_factor:g} in the seed set, {100 * args.rare_share:g} % of the pool)",
                    "seeds": args.seed_list, "rounds": args.rounds, "budget": args.budget,
                    "candidates": args.candidates, "backend": args.backend,
                    "strategies": args.strategy_list, "annotator": "simulated",
@@ -601,11 +660,10 @@ def main(argv=None) -> dict:
         "machine": machine_info(),
     }
     png = args.plot or args.out.with_suffix(".png")
-    result["plot"] = str(png.relative_to(RESULTS.parent.parent)) if png.is_relative_to(
-        RESULTS.parent.parent) else str(png)
+    result["plot"] = _rel(png)
     plot(result, png)
     write_result("sample_efficiency", result, out=args.out, machine=result["machine"])
-    print(table(summary))
+    print(markdown_table(summary))
     h = summary["headline"]
     print(f"\nengine vs random: {h['engine_vs_random_ratio_mean']} (target {args.target_ratio}x; "
           f"reached random's final accuracy in {h['engine_reached_random_final']}); "

@@ -7,10 +7,9 @@ pass the same curation rules as human ones.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from medq.engine.models.base import QualityModel
 from medq.engine.scoring.findings import analyze
 from medq.engine.taxonomy import VERDICTS, verdict_for, verdict_sentence
@@ -35,7 +34,7 @@ def pseudo_labels(model: QualityModel, images: Sequence[np.ndarray],
             modality = known or att.get("modality")
         else:
             found = analyze(text)
-            degs = [{"type": sorted(m.types)[0] if m.head is None else m.head,
+            degs = [{"type": min(m.types) if m.head is None else m.head,
                      "level": int(m.level or 1)} for m in found.present]
             verdict = found.verdict if found.verdict in VERDICTS else verdict_for(degs)
             modality = known or found.modality

@@ -7,8 +7,6 @@ duplicating anything. `rounds` is the number of finished rounds the workspace sh
 """
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
-
 from medq.flows.annotate import annotate
 from medq.flows.bootstrap import bootstrap
 from medq.flows.curate import curate
@@ -17,8 +15,16 @@ from medq.flows.explore import explore
 from medq.flows.finetune import finetune
 from medq.flows.route import route
 from medq.tasks.report import publish_round_artifact, round_summary
-from medq.tasks.rounds import (close_round, current_champion, finished_rounds, mark_stopped,
-                               open_round, resolve_config, stop_reason)
+from medq.tasks.rounds import (
+    close_round,
+    current_champion,
+    finished_rounds,
+    mark_stopped,
+    open_round,
+    resolve_config,
+    stop_reason,
+)
+from prefect import flow, get_run_logger
 
 
 @flow(name="engine-loop", log_prints=True)

@@ -2,12 +2,17 @@
 score only those candidates with the model."""
 from __future__ import annotations
 
-from prefect import flow
-
 from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
-from medq.tasks.explore import (excluded_images, load_prototypes, pool_base_rate,
-                                retrieve_candidates, save_candidates, score_candidates)
+from medq.tasks.explore import (
+    excluded_images,
+    load_prototypes,
+    pool_base_rate,
+    retrieve_candidates,
+    save_candidates,
+    score_candidates,
+)
 from medq.tasks.rounds import load_checkpoint
+from prefect import flow
 
 
 @flow(name="explore")

@@ -2,11 +2,10 @@
 it beats the champion by the configured margin."""
 from __future__ import annotations
 
-from prefect import flow
-
 from medq.flows.evaluate import evaluate_flow
 from medq.tasks.models import existing_evaluation, promote_if_better, train_model
 from medq.tasks.rounds import load_checkpoint
+from prefect import flow
 
 
 @flow(name="finetune")

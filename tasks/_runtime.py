@@ -11,8 +11,9 @@ import json
 import threading
 from typing import Any
 
-from medq.settings import load_settings
 from medq.storage.workspace import Workspace
+
+from medq.settings import load_settings
 
 _OPEN: dict[str, Workspace] = {}
 _LOCK = threading.Lock()

@@ -11,14 +11,13 @@ import json
 from typing import Any
 
 import numpy as np
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
 from medq.engine.embed import QualityEmbedder, create_embedder
 from medq.storage.embedding_store import EmbeddingStore
 from medq.storage.images import load_images
 from medq.storage.vectors import build_from_store, latest_index_id, load_index, save_index
 from medq.tasks._runtime import fault_point, open_workspace
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 CURRENT_KEY = "embedders/current.json"
 FIT_SAMPLE = 1000
@@ -124,7 +123,7 @@ def ensure_pool_index(workspace: str, seed: int = 0) -> dict[str, Any]:
                 index.measure_recall(store.iter_batches(), vectors=store.get_by_vid)
             index_id = save_index(index, ws.objects, ws.catalog, scratch=ws.scratch("index"))
             return {"index_id": index_id, "kind": index.kind, "n_vectors": index.ntotal,
-                    "grown_by": int(len(new)),
+                    "grown_by": len(new),
                     "recall": None if index.recall is None else index.recall.recall}
     index = build_from_store(store, settings=ws.settings, seed=seed)
     index_id = save_index(index, ws.objects, ws.catalog, scratch=ws.scratch("index"))

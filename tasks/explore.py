@@ -1,25 +1,32 @@
 """Explore tasks: prototypes as anchors -> FAISS neighbourhoods -> candidates -> model scores.
 
-Only the retrieved candidates are scored by the model, never the whole pool.
+Only the retrieved candidates are scored by the model, never the whole pool. Scoring is the
+expensive step, so its results are cached by (workspace instance, model version, candidates):
+a round killed after scoring reuses them instead of scoring again.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from medq.engine.discover import Prototype
-from medq.engine.explore import (allocate_budget, anchor_queries, plan_anchors_from_vectors,
-                                 retrieval_k, select_candidates)
+from medq.engine.explore import (
+    allocate_budget,
+    anchor_queries,
+    plan_anchors_from_vectors,
+    retrieval_k,
+    select_candidates,
+)
 from medq.engine.questions import VERDICT_LETTERS, verdict_mcq
 from medq.engine.route import normalized_entropy
 from medq.storage.images import load_images
 from medq.storage.vectors import load_index, search_pool
-from medq.tasks._runtime import open_workspace
+from medq.tasks._runtime import open_workspace, round_cache_key
 from medq.tasks.embed import embed_images, pool_store
 from medq.tasks.rounds import checkpoint_row
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 _LETTER_VERDICT = {v: k for k, v in VERDICT_LETTERS.items()}
 SCORE_BATCH = 128
@@ -93,7 +100,8 @@ def verdict_scores(model, images: list[np.ndarray], image_ids: list[str],
              "predicted": _LETTER_VERDICT.get(a.letter)} for a in answers]
 
 
-@task(name="score-candidates", retries=1, cache_policy=NO_CACHE)
+@task(name="score-candidates", retries=1, cache_key_fn=round_cache_key,
+      cache_expiration=timedelta(days=7))
 def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> list[dict]:
     """Add the model's verdict probabilities, normalized entropy and predicted verdict."""
     from medq.storage.models import load_model_version
@@ -116,7 +124,8 @@ def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> li
     return scored
 
 
-@task(name="pool-base-rate", retries=1, cache_policy=NO_CACHE)
+@task(name="pool-base-rate", retries=1, cache_key_fn=round_cache_key,
+      cache_expiration=timedelta(days=7))
 def pool_base_rate(workspace: str, model_version: str, sample: int = 300,
                    seed: int = 0) -> float | None:
     """Share of a seeded random pool sample the model gets wrong (verdict vs ground truth).

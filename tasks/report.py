@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from medq.tasks._runtime import open_workspace
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-
-from medq.tasks._runtime import open_workspace
 
 LANES = ("expert", "verify", "auto")
 
@@ -55,16 +54,16 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lanes = ", ".join(f"{k} {s['items_by_lane'][k]} items / {s['spend_by_lane'][k]:.1f}"
                       for k in LANES)
     lines = [f"# MedQ round {s['round_id']}", "",
-             f"- model: `{s['model_in']}` -> `{s['model_out']}` "
-             f"({'**promoted**' if s['promoted'] else 'not promoted'}: {s['promotion_reason']})",
+             (f"- model: `{s['model_in']}` -> `{s['model_out']}` "
+             f"({'**promoted**' if s['promoted'] else 'not promoted'}: {s['promotion_reason']})"),
              f"- MCQ accuracy: {_pct(s['accuracy_in'])} -> {_pct(s['accuracy_out'])}",
              f"- description score (0-8): {s['description_in']} -> {s['description_out']}",
              f"- failures: {s['n_failures']}, prototypes: {s['n_prototypes']}",
-             f"- candidates scored: {s['n_candidates']}; failure yield {_pct(s['failure_yield'])} "
-             f"vs pool base rate {_pct(s['pool_base_rate'])}",
+             (f"- candidates scored: {s['n_candidates']}; failure yield {_pct(s['failure_yield'])} "
+             f"vs pool base rate {_pct(s['pool_base_rate'])}"),
              f"- spend: {s['spend']:.1f} cost units ({lanes})",
-             f"- new labels: {s['n_new_labels']}, training set: {s['n_train']}, "
-             f"quarantined: {s['quarantined']}", "", "## Prototypes", ""]
+             (f"- new labels: {s['n_new_labels']}, training set: {s['n_train']}, "
+             f"quarantined: {s['quarantined']}"), "", "## Prototypes", ""]
     lines += [f"- {p}" for p in s.get("prototypes") or []] or ["- none"]
     return "\n".join(lines)
 

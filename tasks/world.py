@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from medq.engine.world import Mix, Selection, WorldSpec
 from medq.storage.world import write_world
 from medq.storage.world_loader import load_world
 from medq.tasks._runtime import open_workspace
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 
 def demo_world_spec(seed: int = 0, *, eval_size: int = 100, pool_size: int = 2000,

@@ -4,13 +4,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from rich.console import Console
 
 from medq.cli._common import JsonOpt, WorkspaceOpt, console, emit_json, fail, settings_for
 
@@ -100,13 +98,13 @@ def run_rounds(workspace: Path, rounds: int, *, budget: float | None, annotator:
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
-    def run_cmd(workspace: Optional[Path] = WorkspaceOpt,
+    def run_cmd(workspace: Path | None = WorkspaceOpt,
                 rounds: int = typer.Option(3, min=1, help="Run until the workspace has this many finished rounds."),
-                budget: Optional[float] = typer.Option(None, help="Cost units per round (default: settings)."),
-                total_budget: Optional[float] = typer.Option(None, help="Stop when this much is spent."),
-                target: Optional[float] = typer.Option(None, help="Stop at this MCQ accuracy (0-1)."),
-                annotator: Optional[str] = typer.Option(None, help="simulated | labelstudio | oracle:LABELS.jsonl"),
-                candidates: Optional[int] = typer.Option(None, help="Retrieved candidates scored per round."),
+                budget: float | None = typer.Option(None, help="Cost units per round (default: settings)."),
+                total_budget: float | None = typer.Option(None, help="Stop when this much is spent."),
+                target: float | None = typer.Option(None, help="Stop at this MCQ accuracy (0-1)."),
+                annotator: str | None = typer.Option(None, help="simulated | labelstudio | oracle:LABELS.jsonl"),
+                candidates: int | None = typer.Option(None, help="Retrieved candidates scored per round."),
                 seed: int = typer.Option(0),
                 json_out: bool = JsonOpt) -> None:
         """Run the closed loop on the workspace (resumes a crashed round first)."""
@@ -139,8 +137,8 @@ def register(app: typer.Typer) -> None:
             shutil.rmtree(ws)
         prefect_environment(ws)
         try:
-            from medq.tasks.world import load_world_task, synthesize_world
             from medq.tasks._runtime import open_workspace
+            from medq.tasks.world import load_world_task, synthesize_world
             world = ws / "world"
             with console.status("synthesizing the demo world"):
                 synthesize_world.fn(str(world), {"seed": seed, "eval_size": eval_size,
@@ -158,14 +156,14 @@ def register(app: typer.Typer) -> None:
             return
         print_table(rounds_table(rows))
         if rows:
-            first, last = rows[0], rows[-1]
+            first = rows[0]
             best = max((r["accuracy_out"] for r in rows if r.get("promoted")),
                        default=first.get("accuracy_in"))
             console.print(f"MCQ accuracy {_pct(first.get('accuracy_in'))} % -> {_pct(best)} % "
                           f"after {len(rows)} rounds; workspace: {ws}")
 
     @app.command("rounds")
-    def rounds_cmd(workspace: Optional[Path] = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
+    def rounds_cmd(workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
         """Show the summary of every finished round."""
         from medq.errors import MedQError
         try:
@@ -175,7 +173,7 @@ def register(app: typer.Typer) -> None:
         emit_json(rows) if json_out else print_table(rounds_table(rows))
 
     @app.command("serve")
-    def serve_cmd(workspace: Optional[Path] = WorkspaceOpt,
+    def serve_cmd(workspace: Path | None = WorkspaceOpt,
                   cron: str = typer.Option("0 2 * * *", help="Schedule of the engine loop (cron)."),
                   rounds: int = typer.Option(1, min=1, help="Rounds per scheduled run (added to those done)."),
                   name: str = typer.Option("medq-engine-loop")) -> None:

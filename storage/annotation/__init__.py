@@ -1,14 +1,25 @@
 """Annotation backends, chosen by name: ``simulated``, ``oracle:LABELS.jsonl``, ``labelstudio``."""
 from __future__ import annotations
 
+from medq.storage.annotation.base import (
+    AnnotationBackend,
+    AnnotationRecord,
+    AnnotationRequest,
+    QueueStatus,
+)
+
 from medq.errors import MedQError
-from medq.storage.annotation.base import (AnnotationBackend, AnnotationRecord, AnnotationRequest,
-                                          QueueStatus)
 
 BACKENDS = ("simulated", "oracle:LABELS.jsonl", "labelstudio")
 
-__all__ = ["AnnotationBackend", "AnnotationRecord", "AnnotationRequest", "QueueStatus",
-           "create_annotation_backend", "BACKENDS"]
+__all__ = [
+    "BACKENDS",
+    "AnnotationBackend",
+    "AnnotationRecord",
+    "AnnotationRequest",
+    "QueueStatus",
+    "create_annotation_backend",
+]
 
 
 def create_annotation_backend(workspace, name: str | None = None) -> AnnotationBackend:

@@ -8,8 +8,9 @@ twice creates it once; pulling twice returns the same records with the same ids.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass

@@ -7,7 +7,7 @@ instead. Everything happens in one transaction, so a crash never leaves half a p
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from medq.engine.taxonomy import VERDICTS
 from medq.storage.annotation.base import AnnotationRecord

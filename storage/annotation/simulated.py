@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
-
 from medq.engine.taxonomy import VERDICTS, verdict_sentence
+from medq.storage.annotation.base import (
+    AnnotationBackend,
+    AnnotationRecord,
+    AnnotationRequest,
+    QueueStatus,
+)
+
 from medq.errors import MedQError
-from medq.storage.annotation.base import (AnnotationBackend, AnnotationRecord, AnnotationRequest,
-                                          QueueStatus)
 
 TruthLookup = Callable[[Sequence[str]], dict[str, dict]]
 
