@@ -91,8 +91,14 @@ def _discover(ws: str, round_id: str, model_in: str, seed: int) -> dict:
 def _explore(ws: str, round_id: str, model_in: str, candidates: int, seed: int) -> dict:
     """``flows/explore.py``."""
     from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
-    from medq.tasks.explore import (excluded_images, load_prototypes, pool_base_rate,
-                                    retrieve_candidates, save_candidates, score_candidates)
+    from medq.tasks.explore import (
+        excluded_images,
+        load_prototypes,
+        pool_base_rate,
+        retrieve_candidates,
+        save_candidates,
+        score_candidates,
+    )
     ensure_embedder.fn(ws, seed)
     embedded = embed_pool.fn(ws)
     index = ensure_pool_index.fn(ws, seed)
@@ -107,7 +113,8 @@ def _explore(ws: str, round_id: str, model_in: str, candidates: int, seed: int) 
 
 def _route(ws: str, round_id: str, budget: float, seed: int) -> dict:
     """``flows/route.py``."""
-    from medq.tasks.route import auto_threshold, route as route_task, save_routes
+    from medq.tasks.route import auto_threshold, save_routes
+    from medq.tasks.route import route as route_task
     threshold = auto_threshold.fn(ws, round_id)
     result = route_task.fn(ws, round_id, budget, threshold["threshold"], seed)
     return {**save_routes.fn(ws, round_id, result), "threshold": threshold}
@@ -126,8 +133,13 @@ def _annotate(ws: str, round_id: str, annotator: str, model_in: str, config: dic
 
 def _curate(ws: str, round_id: str, model_in: str) -> dict:
     """``flows/curate.py``."""
-    from medq.tasks.curate import (auto_labels, human_labels, parent_dataset, register_dataset,
-                                   validate_batch)
+    from medq.tasks.curate import (
+        auto_labels,
+        human_labels,
+        parent_dataset,
+        register_dataset,
+        validate_batch,
+    )
     labels = human_labels.fn(ws, round_id) + auto_labels.fn(ws, round_id, model_in)
     frame, report = validate_batch.fn(ws, round_id, labels)
     parent = parent_dataset.fn(ws, round_id)
@@ -197,8 +209,12 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
     """Baseline selection: (candidate rows to record, image ids for the expert lane, info)."""
     from medq.tasks._runtime import open_workspace
     from medq.tasks.embed import embed_images, ensure_pool_index, pool_store
-    from medq.tasks.explore import (excluded_images, load_prototypes, retrieve_candidates,
-                                    score_candidates)
+    from medq.tasks.explore import (
+        excluded_images,
+        load_prototypes,
+        retrieve_candidates,
+        score_candidates,
+    )
     rng = _rng(seed, strategy, round_index)
     info: dict[str, Any] = {"strategy": strategy, "k": k, "n_scored_for_selection": 0}
     if strategy == "retrieval":
@@ -309,7 +325,7 @@ def run_round(ws: str, strategy: str, config: dict, *, coreset_max: int = 50_000
         lap("route")
     else:
         from medq.tasks._runtime import open_workspace
-        k = int(math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9))
+        k = math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9)
         rows, picks, info = _select(ws, strategy, round_id, round_index, model_in, k, config,
                                     seed, coreset_max)
         lap("select")

@@ -29,13 +29,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BENCH_DIR, RESULTS, ROOT, machine_info, now_iso, setup_paths,  # noqa: E402
-                     write_json)
+from _common import BENCH_DIR, RESULTS, ROOT, machine_info, now_iso, setup_paths, write_json
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -115,7 +115,7 @@ def run_one(b: Bench, quick: bool, machine: dict) -> dict:
                               "args": args, "started": now_iso()}
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env=os.environ.copy())
+                              env=os.environ.copy(), check=False)
     except subprocess.TimeoutExpired as exc:
         record.update(status="timeout", seconds=round(time.perf_counter() - t, 1),
                       reason=f"no result within {timeout} s",
@@ -207,25 +207,27 @@ def _ms(d: dict | None, scale=1.0, fmt="{:.1f}") -> str:
 def sample_efficiency_section(d: dict) -> list[str]:
     from sample_efficiency import markdown_table
     p, s = d.get("params", {}), d.get("summary", {})
-    lines = [f"**Sample efficiency** ({d['_mode']} mode, {_when(d)}): {p.get('world')}; "
-             f"{len(p.get('seeds', []))} seed(s) x {p.get('rounds')} rounds x {p.get('budget')} cost "
-             f"units per round; {p.get('candidates')} items scored per round; backend "
+    intro = (f"**Sample efficiency** ({d['_mode']} mode, {_when(d)}): {p.get('world')}; "
+             f"{len(p.get('seeds', []))} seed(s) x {p.get('rounds')} rounds x {p.get('budget')} "
+             f"cost units per round; {p.get('candidates')} items scored per round; backend "
              f"{p.get('backend')}; simulated annotators (5 % error). Labels = human labels added "
              "to training (expert + verify lanes; pseudo-labels apart); accuracy = eval MCQ "
              "accuracy of the model trained in the round; ratio = labels (or cost units) random "
              "needs / the strategy needs to first reach random's final accuracy (mean ± std over "
-             "the seeds that reach it; `mean curve`: on the seed-averaged curves).", ""]
+             "the seeds that reach it; `mean curve`: on the seed-averaged curves).")
+    lines = [intro, ""]
     if s.get("strategies"):
         lines.append(markdown_table(s))
     h = s.get("headline") or {}
     if h:
-        lines += ["", f"Engine vs random: **{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x "
-                  f"per label** (± {_f(h.get('engine_vs_random_ratio_std'), '{:.2f}')}; reached "
-                  f"random's final accuracy in {h.get('engine_reached_random_final')}; mean curve "
-                  f"{_f(h.get('engine_vs_random_ratio_mean_curve'), '{:.2f}')}x), "
-                  f"{_f(h.get('engine_vs_random_cost_ratio_mean'), '{:.2f}')}x per cost unit; "
-                  f"target {h.get('target_ratio')}x: **{'met' if h.get('target_met') else 'not met'}**"
-                  " (benchmarks/README.md explains why and what would fix it)."]
+        verdict = "met" if h.get("target_met") else "not met"
+        lines += ["", (f"Engine vs random: **{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x "
+                       f"per label** (± {_f(h.get('engine_vs_random_ratio_std'), '{:.2f}')}; "
+                       f"reached random's final accuracy in {h.get('engine_reached_random_final')};"
+                       f" mean curve {_f(h.get('engine_vs_random_ratio_mean_curve'), '{:.2f}')}x), "
+                       f"{_f(h.get('engine_vs_random_cost_ratio_mean'), '{:.2f}')}x per cost unit; "
+                       f"target {h.get('target_ratio')}x: **{verdict}** (benchmarks/README.md "
+                       "explains why and what would fix it).")]
     if d.get("plot"):
         lines += ["", f"![sample efficiency]({d['plot']})"]
     return lines
@@ -248,8 +250,8 @@ def rows_for(name: str, d: dict) -> list[tuple[str, str]]:
         loop = d.get("loop") or {}
         if steps:
             w = loop.get("world") or {}
-            r.append((f"round steps, s (eval {w.get('eval_size')}, pool {w.get('pool_size')}, "
-                      f"{loop.get('candidates')} candidates)",
+            r.append(((f"round steps, s (eval {w.get('eval_size')}, pool {w.get('pool_size')}, "
+                       f"{loop.get('candidates')} candidates)"),
                       ", ".join(f"{k} {v:.1f}" for k, v in steps.items() if k not in ("open", "close"))))
             r.append(("round total, s", _f(sum(steps.values()))))
         if loop.get("engine_loop_flow_s") is not None:
@@ -275,10 +277,10 @@ def rows_for(name: str, d: dict) -> list[tuple[str, str]]:
         r.append(("embedding (images/s)", _f(_g(d, "embedding", "images_per_s"))))
         for s in d.get("sizes") or []:
             for k in s.get("kinds") or []:
-                r.append((f"{s['n']:,} vectors, {k.get('kind')}: build s / RSS MiB / round search ms "
-                          "/ recall@10",
-                          f"{_f(k.get('build_s'))} / {_f(k.get('rss_delta_mib'), '{:.0f}')} / "
-                          f"{_f(k.get('round_search_ms'))} / {_f(k.get('recall@10'), '{:.3f}')}"))
+                r.append(((f"{s['n']:,} vectors, {k.get('kind')}: build s / RSS MiB / round "
+                           "search ms / recall@10"),
+                          (f"{_f(k.get('build_s'))} / {_f(k.get('rss_delta_mib'), '{:.0f}')} / "
+                           f"{_f(k.get('round_search_ms'))} / {_f(k.get('recall@10'), '{:.3f}')}")))
             sc = s.get("scoring") or {}
             if sc:
                 r.append((f"{s['n']:,} vectors: candidates scored per round (share of pool)",
@@ -298,8 +300,8 @@ def rows_for(name: str, d: dict) -> list[tuple[str, str]]:
             r.append(("slowest data function, median ms", f"{worst[0]} {worst[1].get('median_ms')}"))
         if pages:
             r.append(("page load, slowest cold / warm s",
-                      f"{max(v.get('cold_s', 0) for v in pages.values()):.1f} / "
-                      f"{max(v.get('warm_s', 0) for v in pages.values()):.1f}"))
+                      (f"{max(v.get('cold_s', 0) for v in pages.values()):.1f} / "
+                       f"{max(v.get('warm_s', 0) for v in pages.values()):.1f}")))
     elif name == "labelstudio_io":
         r += [(f"import {d.get('n')} tasks (tasks/s)", _f(d.get("import_tasks_per_s"))),
               (f"pull {d.get('n')} annotations (annotations/s)", _f(d.get("pull_annotations_per_s")))]
@@ -310,19 +312,19 @@ def rows_for(name: str, d: dict) -> list[tuple[str, str]]:
     elif name == "sample_efficiency":
         h = _g(d, "summary", "headline") or {}
         r.append(("engine vs random sample-efficiency ratio",
-                  f"{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x (target "
-                  f"{h.get('target_ratio')}x)"))
+                  (f"{_f(h.get('engine_vs_random_ratio_mean'), '{:.2f}')}x (target "
+                   f"{h.get('target_ratio')}x)")))
     return r
 
 
 def render_table(results: dict[str, dict], runs: list[dict] | None = None) -> str:
     machines = [d["machine"] for d in results.values() if isinstance(d.get("machine"), dict)]
     m = next((x for x in machines if x.get("cpu")), machines[0] if machines else {})
-    lines = [f"_Generated by `benchmarks/run_all.py` ({now_iso()[:16].replace('T', ' ')} UTC) from "
-             "`benchmarks/results/*.json`. Machine of the latest results: "
-             f"{m.get('cpu') or '?'}, {m.get('cores') or m.get('cpu_count') or m.get('cpus') or '?'} "
-             f"cores, {m.get('mem_gib') or '?'} GiB; numbers depend on the machine and its load "
-             "(shared 2-core machine here)._", ""]
+    cores = m.get("cores") or m.get("cpu_count") or m.get("cpus") or "?"
+    lines = [(f"_Generated by `benchmarks/run_all.py` ({now_iso()[:16].replace('T', ' ')} UTC) "
+              "from `benchmarks/results/*.json`. Machine of the latest results: "
+              f"{m.get('cpu') or '?'}, {cores} cores, {m.get('mem_gib') or '?'} GiB; numbers "
+              "depend on the machine and its load (shared 2-core machine here)._"), ""]
     if "sample_efficiency" in results:
         lines += sample_efficiency_section(results["sample_efficiency"]) + [""]
     lines += ["| benchmark | metric | value | mode | measured |", "|---|---|---|---|---|"]

@@ -49,14 +49,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, machine_info, mean_std, now_iso, setup_paths,  # noqa: E402
-                     write_result)
+from _common import RESULTS, machine_info, mean_std, now_iso, setup_paths, write_result
 
 setup_paths()
 
-import numpy as np  # noqa: E402
-
-from _loop import STRATEGIES  # noqa: E402
+import numpy as np
+from _loop import STRATEGIES
 
 QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seeds": "0,1",
          "budget": 30.0, "candidates": 150}
@@ -84,10 +82,14 @@ def write_config(ws: Path, backend: str, seed: int) -> None:
 
 
 def copy_workspace(src: Path, dst: Path) -> None:
-    """A copy of a closed workspace (catalog, objects, index, model cache), Prefect home left out."""
+    """A copy of a closed workspace (catalog, objects, index, model cache) as a new workspace
+    instance; the Prefect home and scratch files are left out."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("prefect", "tmp"))
+    # a new workspace instance: its own id, so Prefect cache keys (workspace id + inputs) of the
+    # copies never collide (model versions are named by dataset, not by training seed)
+    (dst / "workspace.id").unlink(missing_ok=True)
 
 
 def release(ws: Path) -> None:
@@ -106,6 +108,7 @@ def generate_world(folder: Path, args) -> Path:
     """The demo-like world of `args` in `folder` (reused when its world.json has the same spec;
     the writer removes stale files of another spec)."""
     from dataclasses import replace
+
     from medq.storage.world import read_world_spec, write_world
     from medq.tasks.world import demo_world_spec
     spec = demo_world_spec(args.world_seed, eval_size=args.eval_size, pool_size=args.pool_size,
@@ -123,10 +126,10 @@ def generate_world(folder: Path, args) -> Path:
 
 def world_workspace(world: Path, work: Path, backend: str) -> tuple[Path, dict]:
     """Load the world and build embedder + pool embeddings + index once (seed 0)."""
-    from prefect.logging import disable_run_logger
+    from _loop import prepare_pool
     from medq.tasks._runtime import open_workspace
     from medq.tasks.world import load_world_task
-    from _loop import prepare_pool
+    from prefect.logging import disable_run_logger
     ws = work / "world-ws"
     info: dict[str, Any] = {}
     if ws.exists():
@@ -162,8 +165,8 @@ def world_workspace(world: Path, work: Path, backend: str) -> tuple[Path, dict]:
 # -- running ------------------------------------------------------------------------------------
 
 def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str) -> tuple[Path, dict]:
-    from prefect.logging import disable_run_logger
     from _loop import bootstrap
+    from prefect.logging import disable_run_logger
     ws = work / f"seed{seed}" / "base"
     copy_workspace(world_ws, ws)
     write_config(ws, backend, seed)
@@ -178,8 +181,8 @@ def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str) -> tuple
 def run_strategy(base: Path, work: Path, strategy: str, seed: int, seed_model: dict,
                  args) -> tuple[list[dict], list[dict]]:
     """Rounds of one strategy in a fresh copy of the seeded workspace -> (curve points, rounds)."""
-    from prefect.logging import disable_run_logger
     from _loop import round_config, round_labels, run_round
+    from prefect.logging import disable_run_logger
     ws = work / f"seed{seed}" / strategy
     copy_workspace(base, ws)
     acc0 = seed_model["metrics"].get("accuracy")
@@ -481,8 +484,9 @@ def plot(result: dict, path: Path) -> Path | None:
     ax.set_xticks(range(len(strategies)), [f"{s}\n{r}" for s, r in zip(strategies, reached)],
                   fontsize=8)
     ax.set_ylabel("sample-efficiency ratio vs random")
-    ax.set_title("random's labels (cost) / strategy's, to reach random's final\naccuracy "
-                 "(bars: mean of the seeds that reach it, n/N below; dots: mean curve)", fontsize=9)
+    ax.set_title("Sample efficiency vs random: labels (cost) random needs /\nlabels (cost) the "
+                 "strategy needs for random's final accuracy\n(bars: mean of the seeds that reach "
+                 "it, n/N below; dots: mean curves)", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     p = result["params"]
@@ -507,9 +511,9 @@ def markdown_table(summary: dict) -> str:
     def one(x, fmt="{:.2f}"):
         return "-" if x is None else fmt.format(x)
 
-    lines = ["| strategy | labels | cost | pseudo-labels | final acc % | AUC % | labels to random's "
-             "final (seeds reaching it) | ratio per label | ratio per label, mean curve | ratio "
-             "per cost unit | picks the model got wrong % |",
+    lines = [("| strategy | labels | cost | pseudo-labels | final acc % | AUC % | labels to random's "
+              "final (seeds reaching it) | ratio per label | ratio per label, mean curve | ratio "
+              "per cost unit | picks the model got wrong % |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, e in summary["strategies"].items():
         a, c = e.get("accuracy", {}), e.get("accuracy_vs_cost", {})

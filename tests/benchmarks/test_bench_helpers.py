@@ -11,9 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import _loop  # noqa: E402
-import run_all  # noqa: E402
-import sample_efficiency as se  # noqa: E402
+import _loop
+import run_all
+import sample_efficiency as se
 
 
 def test_k_center_greedy_picks_far_points_first():
