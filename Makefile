@@ -17,6 +17,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 .PHONY: venv demo test test-all services-up services-down bench bench-quick dashboard constraints clean
 
 venv: $(STAMP)
+	@mkdir -p "$(PREFECT_HOME)"
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
