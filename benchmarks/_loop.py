@@ -174,8 +174,8 @@ def unlabelled_pool(ws: str) -> list[str]:
 def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
     """Indices of `k` rows of `pool` (n, d) chosen by k-center greedy (Sener & Savarese 2018):
     each next pick is the pool point farthest (Euclidean) from every center so far; `centers`
-    (m, d) are the already labelled points (m may be 0: the first pick is then row 0's farthest
-    point from the pool mean). Ties go to the lower index."""
+    (m, d) are the already labelled points (m may be 0: the first pick is then the point farthest
+    from the pool mean). Ties go to the lower index. O(n k + n m) distance computations."""
     pool = np.asarray(pool, np.float32)
     n = len(pool)
     k = min(int(k), n)

@@ -16,7 +16,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py --quick            # everything, quick (about 20 min)
+    .venv/bin/python benchmarks/run_all.py --quick            # everything, quick (7-20 min)
     .venv/bin/python benchmarks/run_all.py                    # everything, full (hours)
     .venv/bin/python benchmarks/run_all.py --quick --only sample_efficiency,throughput
     .venv/bin/python benchmarks/run_all.py --table-only       # only regenerate the table

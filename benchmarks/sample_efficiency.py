@@ -33,6 +33,8 @@ Usage::
     .venv/bin/python benchmarks/sample_efficiency.py --quick          # 2 seeds, 3 rounds: ~4 min on 2 cores
     .venv/bin/python benchmarks/sample_efficiency.py                  # full: 3 seeds, 8 rounds: ~40 min
     .venv/bin/python benchmarks/sample_efficiency.py --world DIR --seeds 0,1,2 --rounds 5
+    .venv/bin/python benchmarks/sample_efficiency.py --work DIR --resume   # after an interruption
+    .venv/bin/python benchmarks/sample_efficiency.py --from-json FILE      # re-summarize only
 
 Writes ``benchmarks/results/sample_efficiency.json`` ({"curves", "summary", "machine", ...}) and
 ``benchmarks/results/sample_efficiency.png``; prints the summary table.
@@ -40,6 +42,7 @@ Writes ``benchmarks/results/sample_efficiency.json`` ({"curves", "summary", "mac
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -49,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine_info, mean_std, now_iso, setup_paths, write_result
+from _common import RESULTS, machine_info, mean_std, now_iso, setup_paths, write_json, write_result
 
 setup_paths()
 
@@ -60,6 +63,7 @@ QUICK = {"eval_size": 60, "pool_size": 800, "seed_size": 100, "rounds": 3, "seed
          "budget": 30.0, "candidates": 150}
 FULL = {"eval_size": 200, "pool_size": 4000, "seed_size": 150, "rounds": 8, "seeds": "0,1,2",
         "budget": 60.0, "candidates": 300}
+PROGRESS = "bench_progress.json"  # per workspace: what --resume reuses
 # summary views: name -> (x, y); x = human labels added or cost units spent
 VIEWS = {"accuracy": ("annotations", "accuracy"),
          "champion_accuracy": ("annotations", "champion_accuracy"),
@@ -124,13 +128,17 @@ def generate_world(folder: Path, args) -> Path:
     return folder
 
 
-def world_workspace(world: Path, work: Path, backend: str) -> tuple[Path, dict]:
+def world_workspace(world: Path, work: Path, backend: str,
+                    resume: bool = False) -> tuple[Path, dict]:
     """Load the world and build embedder + pool embeddings + index once (seed 0)."""
     from _loop import prepare_pool
     from medq.tasks._runtime import open_workspace
     from medq.tasks.world import load_world_task
     from prefect.logging import disable_run_logger
     ws = work / "world-ws"
+    saved = ws / PROGRESS
+    if resume and saved.is_file():
+        return ws, json.loads(saved.read_text())
     info: dict[str, Any] = {}
     if ws.exists():
         shutil.rmtree(ws)
@@ -159,15 +167,20 @@ def world_workspace(world: Path, work: Path, backend: str) -> tuple[Path, dict]:
         from medq.errors import MedQError
         raise MedQError(f"world {world}: only {info['oracle_labels']} of {info['counts']['pool']} "
                         "pool images have labels (pool_labels.jsonl); simulated annotators need all")
+    write_json(saved, info)
     return ws, info
 
 
 # -- running ------------------------------------------------------------------------------------
 
-def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str) -> tuple[Path, dict]:
+def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str,
+                   resume: bool = False) -> tuple[Path, dict]:
+    """A copy of the world workspace with the seed model of `seed` trained and evaluated."""
     from _loop import bootstrap
     from prefect.logging import disable_run_logger
     ws = work / f"seed{seed}" / "base"
+    if resume and (ws / PROGRESS).is_file():
+        return ws, json.loads((ws / PROGRESS).read_text())
     copy_workspace(world_ws, ws)
     write_config(ws, backend, seed)
     t = time.perf_counter()
@@ -175,6 +188,7 @@ def seed_workspace(world_ws: Path, work: Path, seed: int, backend: str) -> tuple
         boot = bootstrap(str(ws), seed)
     release(ws)
     boot["seconds"] = round(time.perf_counter() - t, 1)
+    write_json(ws / PROGRESS, boot)
     return ws, boot
 
 
@@ -184,19 +198,25 @@ def run_strategy(base: Path, work: Path, strategy: str, seed: int, seed_model: d
     from _loop import round_config, round_labels, run_round
     from prefect.logging import disable_run_logger
     ws = work / f"seed{seed}" / strategy
-    copy_workspace(base, ws)
+    progress = ws / PROGRESS
     acc0 = seed_model["metrics"].get("accuracy")
     points = [{"strategy": strategy, "seed": seed, "round": 0, "annotations": 0,
                "accuracy": acc0, "champion_accuracy": acc0,
                "description": (seed_model["metrics"].get("description") or {}).get("overall"),
                "pseudo_labels": 0, "annotation_records": 0, "cost": 0.0, "promoted": None}]
-    rounds = []
-    labels = pseudo = records = 0
-    cost = 0.0
-    champion_acc = acc0
+    rounds: list[dict] = []
+    if args.resume and progress.is_file():  # rounds recorded by an interrupted run
+        saved = json.loads(progress.read_text())
+        points, rounds = saved["points"], saved["rounds"]
+        log(f"seed {seed} {strategy}: resuming after {len(rounds)} recorded round(s)")
+    else:
+        copy_workspace(base, ws)
+    last = points[-1]
+    labels, pseudo, records = last["annotations"], last["pseudo_labels"], last["annotation_records"]
+    cost, champion_acc = last["cost"], last["champion_accuracy"]
     with disable_run_logger():
         config = round_config(str(ws), args.budget, args.candidates, seed)
-        for r in range(1, args.rounds + 1):
+        for r in range(len(rounds) + 1, args.rounds + 1):
             t = time.perf_counter()
             out = run_round(str(ws), strategy, config, coreset_max=args.coreset_max)
             added = round_labels(str(ws), out["round_id"])
@@ -227,6 +247,7 @@ def run_strategy(base: Path, work: Path, strategy: str, seed: int, seed_model: d
                            "model_out": out.get("model_out"), "dataset_id": out.get("dataset_id"),
                            "accuracy_out": out.get("accuracy_out"), "promoted": out.get("promoted"),
                            **added})
+            write_json(progress, {"points": points, "rounds": rounds})
             log(f"seed {seed} {strategy:9s} round {r}: +{added['human_labels']} labels "
                 f"(+{added['pseudo_labels']} pseudo), acc "
                 f"{_pct(trained_acc)} (champion {_pct(champion_acc)}), picks wrong "
@@ -555,6 +576,9 @@ def parse_args(argv=None):
     ap.add_argument("--target-ratio", type=float, default=4.0)
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the strategy workspaces")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --work of an interrupted --keep run: reuse its world, seed models "
+                         "and recorded rounds, run only what is missing")
     ap.add_argument("--check-flow", action="store_true",
                     help="also run the real engine_loop Prefect flow for the first seed and check "
                          "that its rounds equal the driver's engine rounds")
@@ -567,6 +591,10 @@ def parse_args(argv=None):
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.resume and args.work is None:
+        ap.error("--resume needs --work (the folder of the interrupted run)")
+    if args.resume:
+        args.keep = True
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.strategy_list = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in args.strategy_list if s not in STRATEGIES]
@@ -578,7 +606,6 @@ def parse_args(argv=None):
 
 def resummarize(args) -> dict:
     """Summary, table and plot again from the curves and rounds of an earlier result."""
-    import json
     result = json.loads(args.from_json.read_text())
     p = result["params"]
     result["summary"] = summarize(result["curves"], p["seeds"], args.target_ratio,
@@ -613,7 +640,7 @@ def main(argv=None) -> dict:
             from medq.errors import MedQError
             raise MedQError(f"--world {world}: not a folder")
         log(f"loading {world} and embedding the pool")
-        world_ws, world_info = world_workspace(world, work, args.backend)
+        world_ws, world_info = world_workspace(world, work, args.backend, args.resume)
         log(f"world: {world_info['counts']}, {world_info['eval_mcqs']} eval MCQs "
             f"(load {world_info['load_s']} s, embed+index {world_info['embed_index_s']} s)")
         curves: dict[str, list[dict]] = {s: [] for s in args.strategy_list}
@@ -621,7 +648,7 @@ def main(argv=None) -> dict:
         seed_models = {}
         flow_check = None
         for seed in args.seed_list:
-            base, boot = seed_workspace(world_ws, work, seed, args.backend)
+            base, boot = seed_workspace(world_ws, work, seed, args.backend, args.resume)
             seed_models[str(seed)] = {"version": boot["version"], "seconds": boot["seconds"],
                                       "accuracy": boot["metrics"].get("accuracy")}
             log(f"seed {seed}: seed model {boot['version']} accuracy "
