@@ -22,8 +22,9 @@ an import that fails half-way is re-checked before it is retried, so no task is 
 ``pull`` fetches only tasks updated since the previous pull (the server's ``updated_at``; the first
 pull of a process fetches every annotated task) and returns every submitted annotation of the
 asked tasks. :func:`pull_into_catalog` upserts them (one row per annotation, history on edits,
-quarantine for incomplete ones) and marks deleted tasks, all in one transaction after all network
-calls have succeeded.
+quarantine for incomplete ones; paired comparisons too, with ``better`` and ``image_b_id``),
+removes the rows of annotations deleted in Label Studio (history keeps them) and marks deleted
+tasks, all in one transaction after all network calls have succeeded.
 """
 from __future__ import annotations
 
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from medq.engine.taxonomy import VERDICTS
 from medq.storage.annotation.base import (
     AnnotationBackend,
     AnnotationRecord,
@@ -148,6 +148,10 @@ class LabelStudioBackend(AnnotationBackend):
         self._keys: dict[str, str] = {}                 # image_id -> object key (renders too)
         self._cursor: dict[tuple, datetime] = {}  # (project, round|None) -> newest updated_at seen
         self._annotations: dict[int, list[dict]] = {}   # LS task id -> its submitted annotations
+        self._image_b: dict[int, str | None] = {}       # LS task id -> data.image_b_id (paired)
+        # task_id -> ids ("ls:<id>") of its current annotations, for every task whose annotation
+        # list the latest pull read from the server (see pull_refreshed).
+        self.refreshed: dict[str, set[str]] = {}
         self._users: dict[int, str] = {}
         self._lock = threading.Lock()
         self._simulation = None
@@ -493,8 +497,17 @@ class LabelStudioBackend(AnnotationBackend):
         self.workspace.catalog.upsert("annotation_tasks", [
             {"task_id": r.task_id, "round_id": r.round_id, "image_id": r.image_id, "lane": r.lane,
              "backend": BACKEND_NAME, "external_id": str(ids[r.task_id]), "status": "sent",
-             "uncertainty": float(r.uncertainty), "prediction": r.prediction}
+             "uncertainty": float(r.uncertainty), "prediction": self._stored_prediction(r)}
             for r in reqs if r.task_id in ids])
+
+    @staticmethod
+    def _stored_prediction(req: AnnotationRequest) -> dict | None:
+        """The request's prediction as kept in ``annotation_tasks``; for a paired task it always
+        names the second image (``image_b_id``), which pulled annotations are stored with."""
+        if LANE_PROJECT.get(req.lane) != "paired":
+            return req.prediction
+        image_b = getattr(req, "image_b_id", None) or (req.prediction or {}).get("image_b_id")
+        return {**(req.prediction or {}), "image_b_id": image_b} if image_b else req.prediction
 
     # -- pull -----------------------------------------------------------------------------------
     def _user_email(self, uid: Any) -> str:
@@ -508,11 +521,17 @@ class LabelStudioBackend(AnnotationBackend):
             self._users.update({int(u.id): (u.email or u.username or str(u.id)) for u in users})
         return self._users.get(uid, f"user-{uid}")
 
-    def _fetch_updates(self, pid: int, round_id: str | None = None, *, full: bool = False) -> None:
+    def _fetch_updates(self, pid: int, round_id: str | None = None, *, full: bool = False
+                       ) -> tuple[set[int], bool]:
         """Refresh the annotation cache from the tasks of project `pid` (of one round when
-        `round_id` is given) updated since the previous fetch of that scope."""
+        `round_id` is given) updated since the previous fetch of that scope.
+
+        Returns (the LS task ids whose annotation lists were replaced, complete): `complete` is
+        True when every task of the scope with at least one submitted annotation was listed (a
+        full or first fetch), so a task of the scope that is missing has none, or is deleted."""
         scope = (pid, round_id)
         cursor = None if full else self._cursor.get(scope)
+        fetched: set[int] = set()
         if cursor is None:
             filters = [{"filter": "filter:tasks:total_annotations", "operator": "greater",
                         "type": "Number", "value": 0}]
@@ -528,38 +547,109 @@ class LabelStudioBackend(AnnotationBackend):
                                         page_size=self.settings.labelstudio.page_size):
             self._annotations[int(t["id"])] = [a for a in (t.get("annotations") or [])
                                               if not a.get("was_cancelled")]
+            fetched.add(int(t["id"]))
             ts = _parse_time(t.get("updated_at"))
             if ts and (newest is None or ts > newest):
                 newest = ts
         if newest is not None:
             self._cursor[scope] = newest
+        return fetched, cursor is None
+
+    def _read_tasks(self, rows: Iterable[dict]) -> set[int]:
+        """Read the given tasks one by one (annotations and data): refreshes their annotation
+        cache and second image. Returns the LS ids read; a task gone from the server is skipped
+        (its cache is left alone: see pull_into_catalog on deleted tasks)."""
+        read: set[int] = set()
+        for r in rows:
+            ext = int(r["external_id"])
+            t = self.client.get_json(f"read Label Studio task {ext} (task {r['task_id']})",
+                                     f"/api/tasks/{ext}", allow_404=True)
+            if t is None:
+                continue
+            self._annotations[ext] = [a for a in (t.get("annotations") or [])
+                                      if not a.get("was_cancelled")]
+            self._image_b[ext] = (t.get("data") or {}).get("image_b_id")
+            read.add(ext)
+        return read
+
+    def _with_ls_annotations(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of `task_ids` have Label Studio annotation rows in the catalog."""
+        held: set[str] = set()
+        ids = list(task_ids)
+        for s in range(0, len(ids), 5000):
+            held.update(r["task_id"] for r in self.workspace.catalog.query(
+                "SELECT DISTINCT task_id FROM annotations WHERE annotation_id LIKE 'ls:%' AND "
+                "task_id IN (SELECT unnest(?::VARCHAR[]))", [ids[s:s + 5000]]))
+        return held
 
     def pull(self, task_ids: Sequence[str] | None = None, *, full: bool = False
              ) -> list[AnnotationRecord]:
         """Every submitted (not skipped) annotation of `task_ids` (all tasks of this workspace when
         None) as records. Only tasks updated since the previous pull are fetched unless `full`.
-        Incomplete annotations come back too, with their problems in ``raw["problems"]``."""
+        Incomplete annotations come back too, with their problems in ``raw["problems"]``.
+        :attr:`refreshed` then says which tasks were read from the server (see
+        :meth:`pull_refreshed`)."""
+        return self.pull_refreshed(task_ids, full=full)[0]
+
+    def pull_refreshed(self, task_ids: Sequence[str] | None = None, *, full: bool = False
+                       ) -> tuple[list[AnnotationRecord], dict[str, set[str]]]:
+        """:meth:`pull`, plus task_id -> ids (``ls:<id>``) of the task's current annotations (valid
+        or not) for every asked task whose annotation list this pull read from the server; an
+        annotation of such a task that is not in its set is gone from Label Studio.
+
+        Which tasks are read: the ones listed as updated since the previous pull (``updated_at``);
+        in a full or first pull of a scope (project, or project and round), every task with an
+        annotation, and also, one by one, the tasks of the scope that the listing left out although
+        the catalog holds Label Studio annotations of theirs (their annotations were all deleted).
+        Tasks gone from the server (or marked ``deleted`` in the catalog) are never counted as
+        read, so their annotations are never taken for deleted."""
         rows = self._catalog_tasks(task_ids)
         rows = {t: r for t, r in rows.items() if r["external_id"]}
         scopes: dict[str, set[str]] = {}
         for r in rows.values():
             scopes.setdefault(LANE_PROJECT.get(r["lane"], "verify"), set()).add(r["round_id"])
         with self._lock:
+            fetched: set[int] = set()
+            unlisted: list[dict] = []  # tasks of a completely listed scope that were not listed
             for kind, rounds in sorted(scopes.items()):
                 # One round asked (the usual case: a round waiting for its batch): fetch only it.
                 only = next(iter(rounds)) if task_ids is not None and len(rounds) == 1 else None
-                self._fetch_updates(self.project_id(kind), only, full=full)
+                got, complete = self._fetch_updates(self.project_id(kind), only, full=full)
+                fetched |= got
+                if complete:
+                    unlisted += [r for r in rows.values()
+                                 if LANE_PROJECT.get(r["lane"], "verify") == kind
+                                 and (only is None or r["round_id"] == only)
+                                 and r["status"] != "deleted"  # known gone: no request
+                                 and int(r["external_id"]) not in got]
+            if unlisted:
+                held = self._with_ls_annotations([r["task_id"] for r in unlisted])
+                fetched |= self._read_tasks(r for r in unlisted if r["task_id"] in held)
+            # Paired tasks whose catalog row does not name the second image: read it from LS.
+            self._read_tasks([r for r in rows.values()
+                              if LANE_PROJECT.get(r["lane"]) == "paired" and r["status"] != "deleted"
+                              and self._annotations.get(int(r["external_id"]))
+                              and not self._pred(r).get("image_b_id")
+                              and int(r["external_id"]) not in self._image_b])
             records = []
             for row in rows.values():
                 for ann in self._annotations.get(int(row["external_id"]), []):
                     records.append(self._to_record(row, ann))
-        return records
+            refreshed = {t: {f"ls:{a['id']}" for a in self._annotations.get(int(r["external_id"]), [])}
+                         for t, r in rows.items() if int(r["external_id"]) in fetched}
+            self.refreshed = refreshed
+        return records, refreshed
+
+    @staticmethod
+    def _pred(row: dict) -> dict:
+        pred = loads(row["prediction"]) if isinstance(row["prediction"], str) else row["prediction"]
+        return pred if isinstance(pred, dict) else {}
 
     def _to_record(self, row: dict, ann: dict) -> AnnotationRecord:
         paired = LANE_PROJECT.get(row["lane"]) == "paired"
         parsed = result_to_labels(ann.get("result"), paired=paired)
         accepted = None
-        pred = loads(row["prediction"]) if isinstance(row["prediction"], str) else row["prediction"]
+        pred = self._pred(row)
         if row["lane"] in ("verify", "auto") and pred and pred.get("verdict"):
             accepted = parsed.verdict == pred.get("verdict")
             if accepted and pred.get("degradations") is not None:
@@ -569,14 +659,15 @@ class LabelStudioBackend(AnnotationBackend):
                "lead_time": ann.get("lead_time"), "result": ann.get("result") or [],
                "parent_prediction": ann.get("parent_prediction"),
                "problems": parsed.problems}
-        if parsed.better is not None:
-            raw["better"] = parsed.better
+        image_b = (pred.get("image_b_id") or self._image_b.get(int(row["external_id"]))
+                   if paired else None)
         return AnnotationRecord(
             annotation_id=f"ls:{ann['id']}", task_id=row["task_id"], round_id=row["round_id"],
             image_id=row["image_id"], annotator=self._user_email(ann.get("completed_by")),
             lane=row["lane"], verdict=parsed.verdict, degradations=parsed.degradations,
             description=parsed.description, modality=row.get("modality"),
-            accepted_prediction=accepted, updated_at=ann.get("updated_at"), raw=raw)
+            accepted_prediction=accepted, updated_at=ann.get("updated_at"), raw=raw,
+            better=parsed.better if paired else None, image_b_id=image_b)
 
     # -- status ---------------------------------------------------------------------------------
     def task_states(self, task_ids: Sequence[str]) -> dict[str, str]:
@@ -641,51 +732,73 @@ class LabelStudioBackend(AnnotationBackend):
 # -- catalog --------------------------------------------------------------------------------------
 def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence[str] | None = None,
                       *, full: bool = False) -> dict[str, Any]:
-    """Pull annotations of `task_ids` and write them to the catalog in one transaction.
+    """Pull annotations of `task_ids` (all tasks of the workspace when None) and write them to the
+    catalog in one transaction.
 
     One row per annotation (``annotations``); re-pulling changes nothing; an edited annotation
     updates its row, bumps ``version`` and keeps the previous content in ``annotation_history``
-    (see :func:`medq.storage.annotation.records.upsert_annotations`). Annotations with missing
-    or invalid fields go to ``quarantine`` (stage ``annotation``) with the reason. Tasks gone from
-    Label Studio are marked ``deleted`` in ``annotation_tasks``, finished ones ``done``. Network
-    first, then one transaction: a failure leaves the catalog as it was.
+    (see :func:`medq.storage.annotation.records.upsert_annotations`). Paired comparisons (lane
+    ``paired``) are stored like the others, with ``better`` ("A" / "B"), ``image_b_id`` and a NULL
+    verdict. Annotations with missing or invalid fields (no verdict; for a pair, no A / B choice)
+    go to ``quarantine`` (stage ``annotation``) with the reason.
 
-    Returns counts: annotations, inserted, updated, unchanged, quarantined, done, deleted,
-    pending, and `deleted_tasks` (their ids)."""
-    from medq.storage.annotation.records import upsert_annotations
+    Annotations deleted in Label Studio: for every asked task whose annotation list this pull read
+    from the server (:meth:`LabelStudioBackend.pull_refreshed`), the task's ``ls:<id>`` rows that
+    Label Studio no longer returns are deleted from ``annotations``; their last content stays in
+    ``annotation_history`` at the next version, marked ``"deleted": true``
+    (:func:`~medq.storage.annotation.records.remove_annotations`). ``full=True`` always catches
+    deletions; an incremental pull catches one only if Label Studio moved the task's
+    ``updated_at`` (it reads only tasks updated since the previous pull). Annotations of tasks
+    deleted from Label Studio are kept: deleting a task takes it out of the queue, it does not
+    retract the finished work (the task is marked ``deleted`` in ``annotation_tasks``).
 
-    records = backend.pull(task_ids, full=full)
+    Tasks gone from Label Studio are marked ``deleted`` in ``annotation_tasks``, finished ones
+    ``done``. Network first, then one transaction: a failure leaves the catalog as it was.
+
+    Returns counts: annotations (pulled), inserted, updated, unchanged, quarantined, removed
+    (rows of annotations deleted in Label Studio), paired (valid paired annotations pulled), done,
+    deleted, pending, plus `deleted_tasks` and `removed_annotations` (their ids)."""
+    from medq.storage.annotation.records import _problem, remove_annotations, upsert_annotations
+
+    records, refreshed = backend.pull_refreshed(task_ids, full=full)
     asked = list(task_ids) if task_ids is not None else list(backend._catalog_tasks(None))
     states = backend.task_states(asked)
     bad, good = [], []
     for rec in records:
-        problems = list(rec.raw.get("problems") or [])
-        if not problems and rec.lane != "paired" and rec.verdict not in VERDICTS:
-            problems.append("missing verdict" if rec.verdict is None else
-                            f"unknown verdict {rec.verdict!r}")
-        (bad if problems else good).append((rec, problems))
+        problem = _problem(rec)
+        (bad if problem else good).append((rec, problem))
+    current = {t: ids for t, ids in refreshed.items() if states.get(t) != "deleted"}
     catalog = workspace.catalog
     with catalog.transaction() as tx:
-        counts = upsert_annotations(catalog, [r for r, _ in good if r.lane != "paired"])
+        counts = upsert_annotations(catalog, [r for r, _ in good])
         quarantine = [{"quarantine_id": f"annotation:{rec.annotation_id}", "stage": "annotation",
                        "ref": rec.annotation_id, "round_id": rec.round_id,
-                       "reason": f"{'; '.join(problems)} (task {rec.task_id}, annotator "
-                                 f"{rec.annotator}, Label Studio task {rec.raw.get('ls_task_id')})",
-                       "payload": rec.to_row()} for rec, problems in bad]
+                       "reason": f"{problem} (task {rec.task_id}, annotator {rec.annotator}, "
+                                 f"Label Studio task {rec.raw.get('ls_task_id')})",
+                       "payload": rec.to_row()} for rec, problem in bad]
         tx.upsert("quarantine", quarantine)
+        stale: list[str] = []
+        tasks = sorted(current)
+        for s in range(0, len(tasks), 5000):
+            stale += [r["annotation_id"] for r in tx.query(
+                "SELECT annotation_id, task_id FROM annotations WHERE annotation_id LIKE 'ls:%' "
+                "AND task_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY annotation_id",
+                [tasks[s:s + 5000]]) if r["annotation_id"] not in current[r["task_id"]]]
+        removed = remove_annotations(catalog, stale, reason="deleted in Label Studio")
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         changes = [{"task_id": t, "status": s, "updated_at": now}
                    for t, s in states.items() if s in ("done", "deleted")]
         if changes:
-            current = {r["task_id"]: r["status"] for r in tx.query(
+            status = {r["task_id"]: r["status"] for r in tx.query(
                 "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
                 "(SELECT unnest(?::VARCHAR[]))", [[c["task_id"] for c in changes]])}
             tx.upsert("annotation_tasks", [c for c in changes
-                                           if current.get(c["task_id"]) not in (None, c["status"])])
+                                           if status.get(c["task_id"]) not in (None, c["status"])])
     deleted = sorted(t for t, s in states.items() if s == "deleted")
     return {"annotations": len(records), **counts, "quarantined": counts["quarantined"] + len(bad),
-            "done": sum(s == "done" for s in states.values()), "deleted": len(deleted),
-            "pending": sum(s == "pending" for s in states.values()), "deleted_tasks": deleted,
+            "removed": len(removed), "done": sum(s == "done" for s in states.values()),
+            "deleted": len(deleted), "pending": sum(s == "pending" for s in states.values()),
+            "deleted_tasks": deleted, "removed_annotations": removed,
             "paired": sum(r.lane == "paired" for r, _ in good)}
 
 

@@ -24,14 +24,16 @@ def _level(degradations: list[dict]) -> int:
 
 @task(name="human-labels", cache_policy=NO_CACHE)
 def human_labels(workspace: str, round_id: str) -> list[dict]:
-    """One label per annotated image of the round: consensus over its annotations."""
+    """One label per annotated image of the round: consensus over its annotations. Paired
+    (A/B comparison) annotations carry no verdict of their image and are left out."""
     ws = open_workspace(workspace)
     rule = ws.settings.annotation.disagreement_rule
     required = ws.settings.annotation.consensus
     rows = ws.catalog.query(
         "SELECT a.image_id, a.annotator, a.lane, a.verdict, a.degradations, a.description, "
         "a.modality, i.modality AS image_modality FROM annotations a JOIN images i USING (image_id) "
-        "WHERE a.round_id = ? ORDER BY a.image_id, a.annotation_id", [round_id])
+        "WHERE a.round_id = ? AND a.lane IS DISTINCT FROM 'paired' AND a.verdict IS NOT NULL "
+        "ORDER BY a.image_id, a.annotation_id", [round_id])
     by_image: dict[str, list[dict]] = {}
     for r in rows:
         by_image.setdefault(r["image_id"], []).append(r)

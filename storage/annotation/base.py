@@ -34,7 +34,11 @@ class AnnotationRequest:
 @dataclass
 class AnnotationRecord:
     """One finished annotation, already in the catalog's vocabulary.
-    `degradations` is [{"type": str, "level": 1|2}]."""
+    `degradations` is [{"type": str, "level": 1|2}].
+
+    Paired (A/B comparison) annotations (lane ``paired``) carry `better` ("A" or "B": which of
+    `image_id` (A) and `image_b_id` (B) has the better quality) and usually no verdict; the
+    single-image lanes leave both None."""
 
     annotation_id: str
     task_id: str
@@ -49,6 +53,8 @@ class AnnotationRecord:
     accepted_prediction: bool | None = None
     updated_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    better: str | None = None
+    image_b_id: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {"annotation_id": self.annotation_id, "task_id": self.task_id,
@@ -56,7 +62,8 @@ class AnnotationRecord:
                 "lane": self.lane, "verdict": self.verdict, "degradations": self.degradations,
                 "description": self.description, "modality": self.modality,
                 "accepted_prediction": self.accepted_prediction,
-                "external_updated_at": self.updated_at, "raw": self.raw}
+                "external_updated_at": self.updated_at, "raw": self.raw, "better": self.better,
+                "image_b_id": self.image_b_id}
 
 
 @dataclass

@@ -4,13 +4,15 @@ from __future__ import annotations
 import io
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from medq.storage.annotation.base import AnnotationRequest
-from medq.storage.annotation.ls_simulated import SimulatedTeam
+from medq.storage.annotation.ls_simulated import SimulatedTeam, ensure_user
 from medq.storage.labelstudio import (
+    CURSOR_MARGIN,
     UNCERTAIN_VIEW,
     LabelStudioAuthError,
     LabelStudioBackend,
@@ -18,6 +20,7 @@ from medq.storage.labelstudio import (
     pull_into_catalog,
     wait_for_batch,
 )
+from medq.storage.labelstudio_client import LabelStudioClient
 from medq.storage.labelstudio_config import labels_to_result
 from medq.storage.objects import content_key
 from medq.storage.workspace import Workspace
@@ -264,3 +267,132 @@ def test_a_person_can_open_the_task_page(ls, tmp_path):
     assert ready, "the labeling interface did not render"
     img = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
     assert img.shape == (800, 1280) and img.std() > 10  # not a blank page
+
+
+def test_paired_comparisons_are_stored(ls):
+    """A person compares two images in the paired project: the catalog row says which one is
+    better, names the second image, has no verdict; a comparison without a choice is quarantined."""
+    b, ws = ls.backend, ls.ws
+    imgs = sorted(ls.truth)
+    reqs = [AnnotationRequest(task_id=f"rp:{imgs[i]}", round_id="rp", image_id=imgs[i],
+                              lane="paired", uncertainty=0.5, modality="CT",
+                              prediction={"image_b_id": imgs[i + 1]}) for i in (0, 2)]
+    ids = b.submit(reqs)
+    task_ids = list(ids)
+    task = b.client.sdk.tasks.get(ids[f"rp:{imgs[0]}"])
+    assert task.data["image_b_id"] == imgs[1] and task.data["image_b"].startswith("/data/")
+
+    email = "medq-paired-reviewer@medq.local"
+    person = LabelStudioClient(b.url, ensure_user(b.client, email))
+    try:
+        chosen = person.sdk.annotations.create(int(ids[f"rp:{imgs[0]}"]), result=labels_to_result(
+            {"better": "B", "description": "B is sharper."}))
+        undecided = person.sdk.annotations.create(int(ids[f"rp:{imgs[2]}"]),
+                                                  result=labels_to_result({"description": "?"}))
+    finally:
+        person.close()
+    first = pull_into_catalog(ws, b, task_ids)
+    assert (first["inserted"], first["paired"], first["quarantined"]) == (1, 1, 1)
+    row = ws.catalog.query("SELECT * FROM annotations WHERE annotation_id = ?",
+                           [f"ls:{chosen.id}"])[0]
+    assert (row["lane"], row["better"], row["image_b_id"], row["verdict"], row["annotator"],
+            row["description"], row["image_id"]) == ("paired", "B", imgs[1], None, email,
+                                                     "B is sharper.", imgs[0])
+    q = {r["ref"]: r["reason"] for r in ws.catalog.query(
+        "SELECT ref, reason FROM quarantine WHERE stage = 'annotation' AND round_id = 'rp'")}
+    assert set(q) == {f"ls:{undecided.id}"}
+    assert "missing comparison (better: A or B)" in q[f"ls:{undecided.id}"]
+    assert f"task rp:{imgs[2]}" in q[f"ls:{undecided.id}"] and email in q[f"ls:{undecided.id}"]
+
+    # Re-pulling (incrementally, then in full) is a no-op.
+    before = ws.catalog.query_df("SELECT * FROM annotations ORDER BY annotation_id")
+    hist = ws.catalog.scalar("SELECT count(*) FROM annotation_history")
+    for full in (False, True):
+        again = pull_into_catalog(ws, b, task_ids, full=full)
+        assert (again["inserted"], again["updated"], again["removed"]) == (0, 0, 0)
+        assert again["unchanged"] == 1 and again["paired"] == 1
+    assert ws.catalog.query_df("SELECT * FROM annotations ORDER BY annotation_id").equals(before)
+    assert ws.catalog.scalar("SELECT count(*) FROM annotation_history") == hist
+
+    # A catalog row that does not name the second image: it is read from the Label Studio task.
+    ws.catalog.execute("UPDATE annotation_tasks SET prediction = NULL WHERE round_id = 'rp'")
+    fresh = LabelStudioBackend(ws)
+    try:
+        recs, refreshed = fresh.pull_refreshed(task_ids)
+    finally:
+        fresh.close()
+    assert {r.annotation_id: r.image_b_id for r in recs} == {f"ls:{chosen.id}": imgs[1],
+                                                             f"ls:{undecided.id}": imgs[3]}
+    assert refreshed == {f"rp:{imgs[0]}": {f"ls:{chosen.id}"},
+                         f"rp:{imgs[2]}": {f"ls:{undecided.id}"}}
+
+
+def test_annotations_deleted_in_label_studio_leave_the_catalog(ls):
+    b, ws = ls.backend, ls.ws
+    imgs = sorted(ls.truth)
+    reqs = ls.requests("rd", imgs[8:11], "expert")
+    ids = b.submit(reqs)
+    task_ids = list(ids)
+    t1, t2, t3 = (int(ids[f"rd:{i}"]) for i in imgs[8:11])
+    sdk = b.client.sdk
+
+    def annotate(task, iid):
+        return sdk.annotations.create(task, result=labels_to_result(ls.truth[iid]))
+
+    def rows():
+        return {r["annotation_id"] for r in ws.catalog.query(
+            "SELECT annotation_id FROM annotations WHERE round_id = 'rd'")}
+
+    def updated_at(task):
+        value = b.client.get_json("read a task", f"/api/tasks/{task}")["updated_at"]
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    a1, a2, a3 = annotate(t1, imgs[8]), annotate(t1, imgs[8]), annotate(t2, imgs[9])
+    assert pull_into_catalog(ws, b, task_ids)["inserted"] == 3
+    # Move the pull cursor well past t1 and t2 (beyond its safety margin), so that an incremental
+    # pull re-reads them only if their updated_at moves.
+    time.sleep(CURSOR_MARGIN.total_seconds() + 1.0)
+    a4 = annotate(t3, imgs[10])
+    assert pull_into_catalog(ws, b, task_ids)["inserted"] == 1
+
+    # Incremental pull. Observed with Label Studio 1.23.2: deleting an annotation moves the task's
+    # updated_at, so the next incremental pull reads the task again and sees the deletion.
+    before = updated_at(t1)
+    sdk.annotations.delete(a1.id)
+    assert updated_at(t1) > before
+    inc = pull_into_catalog(ws, b, task_ids)
+    assert inc["removed_annotations"] == [f"ls:{a1.id}"] and inc["removed"] == 1
+    assert rows() == {f"ls:{a2.id}", f"ls:{a3.id}", f"ls:{a4.id}"}
+    # A server that does not move updated_at on a deletion (older or other versions) is mimicked
+    # by moving the pull cursor past it: the incremental pull then misses the deletion, and a
+    # full pull catches it, also when it was the task's only annotation (the task is no longer in
+    # the listing of annotated tasks, so it is read one by one).
+    sdk.annotations.delete(a3.id)
+    saved = dict(b._cursor)
+    b._cursor = {k: datetime.now(timezone.utc) + timedelta(hours=1) for k in saved}
+    try:
+        missed = pull_into_catalog(ws, b, task_ids)
+    finally:
+        b._cursor = saved
+    assert missed["removed"] == 0 and f"ls:{a3.id}" in rows()
+    full = pull_into_catalog(ws, b, task_ids, full=True)
+    assert full["removed_annotations"] == [f"ls:{a3.id}"]
+    assert rows() == {f"ls:{a2.id}", f"ls:{a4.id}"}
+    assert full["inserted"] == full["updated"] == 0 and full["unchanged"] == 2
+    for ann, iid in ((a1, imgs[8]), (a3, imgs[9])):
+        hist = ws.catalog.query("SELECT version, payload FROM annotation_history WHERE "
+                                "annotation_id = ?", [f"ls:{ann.id}"])
+        assert len(hist) == 1 and hist[0]["version"] == 2
+        payload = json.loads(hist[0]["payload"])
+        assert payload["deleted"] is True and payload["verdict"] == ls.truth[iid]["verdict"]
+        assert payload["task_id"] == f"rd:{iid}" and payload["version"] == 1
+        assert payload["reason"] == "deleted in Label Studio"
+    # Again: nothing to remove, nothing changes.
+    before = ws.catalog.query_df("SELECT * FROM annotations ORDER BY annotation_id")
+    again = pull_into_catalog(ws, b, task_ids, full=True)
+    assert again["removed"] == 0 and again["inserted"] == again["updated"] == 0
+    assert ws.catalog.query_df("SELECT * FROM annotations ORDER BY annotation_id").equals(before)
+    # A task deleted from Label Studio keeps its annotations (only the task is marked deleted).
+    sdk.tasks.delete(t3)
+    gone = pull_into_catalog(ws, b, task_ids, full=True)
+    assert gone["deleted_tasks"] == [f"rd:{imgs[10]}"] and gone["removed"] == 0
+    assert f"ls:{a4.id}" in rows()
