@@ -786,14 +786,17 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
                 [tasks[s:s + 5000]]) if r["annotation_id"] not in current[r["task_id"]]]
         removed = remove_annotations(catalog, stale, reason="deleted in Label Studio")
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        changes = [{"task_id": t, "status": s, "updated_at": now}
-                   for t, s in states.items() if s in ("done", "deleted")]
+        # pending in LS -> "sent" again, but only for a task we had marked done (its annotations
+        # were deleted or it was reopened); queued / failed tasks keep their own state
+        changes = [{"task_id": t, "status": "sent" if s == "pending" else s, "updated_at": now}
+                   for t, s in states.items() if s in ("done", "deleted", "pending")]
         if changes:
             status = {r["task_id"]: r["status"] for r in tx.query(
                 "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
                 "(SELECT unnest(?::VARCHAR[]))", [[c["task_id"] for c in changes]])}
-            tx.upsert("annotation_tasks", [c for c in changes
-                                           if status.get(c["task_id"]) not in (None, c["status"])])
+            tx.upsert("annotation_tasks", [
+                c for c in changes if status.get(c["task_id"]) not in (None, c["status"])
+                and (c["status"] != "sent" or status.get(c["task_id"]) == "done")])
     deleted = sorted(t for t, s in states.items() if s == "deleted")
     return {"annotations": len(records), **counts, "quarantined": counts["quarantined"] + len(bad),
             "removed": len(removed), "done": sum(s == "done" for s in states.values()),

@@ -366,6 +366,10 @@ def test_annotations_deleted_in_label_studio_leave_the_catalog(ls):
     # by moving the pull cursor past it: the incremental pull then misses the deletion, and a
     # full pull catches it, also when it was the task's only annotation (the task is no longer in
     # the listing of annotated tasks, so it is read one by one).
+    def status(iid):
+        return ws.catalog.scalar("SELECT status FROM annotation_tasks WHERE task_id = ?",
+                                 [f"rd:{iid}"])
+    assert status(imgs[9]) == "done"
     sdk.annotations.delete(a3.id)
     saved = dict(b._cursor)
     b._cursor = {k: datetime.now(timezone.utc) + timedelta(hours=1) for k in saved}
@@ -377,6 +381,8 @@ def test_annotations_deleted_in_label_studio_leave_the_catalog(ls):
     full = pull_into_catalog(ws, b, task_ids, full=True)
     assert full["removed_annotations"] == [f"ls:{a3.id}"]
     assert rows() == {f"ls:{a2.id}", f"ls:{a4.id}"}
+    # its task is waiting for an annotation again: back from done to sent
+    assert status(imgs[9]) == "sent" and status(imgs[8]) == "done"
     assert full["inserted"] == full["updated"] == 0 and full["unchanged"] == 2
     for ann, iid in ((a1, imgs[8]), (a3, imgs[9])):
         hist = ws.catalog.query("SELECT version, payload FROM annotation_history WHERE "
