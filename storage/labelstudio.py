@@ -753,10 +753,13 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
     retract the finished work (the task is marked ``deleted`` in ``annotation_tasks``).
 
     Tasks gone from Label Studio are marked ``deleted`` in ``annotation_tasks``, finished ones
-    ``done``. Network first, then one transaction: a failure leaves the catalog as it was.
+    ``done`` (and ``sent`` again when a done task is waiting for annotations once more). A
+    quarantined annotation that was fixed or deleted in Label Studio leaves ``quarantine``
+    (``resolved``). Network first, then one transaction: a failure leaves the catalog as it was.
 
     Returns counts: annotations (pulled), inserted, updated, unchanged, quarantined, removed
-    (rows of annotations deleted in Label Studio), paired (valid paired annotations pulled), done,
+    (rows of annotations deleted in Label Studio), resolved (quarantine rows dropped), paired
+    (valid paired annotations pulled), done,
     deleted, pending, plus `deleted_tasks` and `removed_annotations` (their ids)."""
     from medq.storage.annotation.records import _problem, remove_annotations, upsert_annotations
 
@@ -785,6 +788,7 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
                 "AND task_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY annotation_id",
                 [tasks[s:s + 5000]]) if r["annotation_id"] not in current[r["task_id"]]]
         removed = remove_annotations(catalog, stale, reason="deleted in Label Studio")
+        resolved = _resolve_quarantine(tx, [r.annotation_id for r, _ in good], current)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         # pending in LS -> "sent" again, but only for a task we had marked done (its annotations
         # were deleted or it was reopened); queued / failed tasks keep their own state
@@ -799,10 +803,30 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
                 and (c["status"] != "sent" or status.get(c["task_id"]) == "done")])
     deleted = sorted(t for t, s in states.items() if s == "deleted")
     return {"annotations": len(records), **counts, "quarantined": counts["quarantined"] + len(bad),
-            "removed": len(removed), "done": sum(s == "done" for s in states.values()),
+            "removed": len(removed), "resolved": resolved,
+            "done": sum(s == "done" for s in states.values()),
             "deleted": len(deleted), "pending": sum(s == "pending" for s in states.values()),
             "deleted_tasks": deleted, "removed_annotations": removed,
             "paired": sum(r.lane == "paired" for r, _ in good)}
+
+
+def _resolve_quarantine(tx, stored: Sequence[str], current: dict[str, set[str]]) -> int:
+    """Drop the annotation-quarantine rows that no longer describe a problem: the annotation was
+    fixed in Label Studio (it is among `stored` now), or deleted there (its task was read in this
+    pull, `current`: task_id -> its annotation ids, and it is no longer listed). Returns how
+    many rows were dropped."""
+    rows = tx.query("SELECT quarantine_id, ref, payload FROM quarantine WHERE stage = 'annotation' "
+                    "AND ref LIKE 'ls:%'")
+    ok = set(stored)
+    drop = []
+    for r in rows:
+        task = (loads(r["payload"], {}) or {}).get("task_id")
+        if r["ref"] in ok or (task in current and r["ref"] not in current[task]):
+            drop.append(r["quarantine_id"])
+    if drop:
+        tx.execute("DELETE FROM quarantine WHERE quarantine_id IN (SELECT unnest(?::VARCHAR[]))",
+                   [drop])
+    return len(drop)
 
 
 # -- waiting --------------------------------------------------------------------------------------

@@ -208,6 +208,18 @@ def test_simulated_annotators_pull_edit_delete_quarantine(ls):
     assert "'motion' has no level" in q[f"ls:{a1.id}"] and "missing verdict" in q[f"ls:{a2.id}"]
     assert ws.catalog.scalar("SELECT count(*) FROM annotations WHERE annotation_id IN (?, ?)",
                              [f"ls:{a1.id}", f"ls:{a2.id}"]) == 0
+    # The annotator fixes the first and deletes the second: both leave the quarantine, the fixed
+    # one is stored.
+    time.sleep(1.0)
+    b.client.sdk.annotations.update(a1.id, result=labels_to_result(
+        {"verdict": "usable", "degradations": [{"type": "motion", "level": 1}]}))
+    b.client.sdk.annotations.delete(a2.id)
+    fixed = pull_into_catalog(ws, b, task_ids)
+    assert fixed["resolved"] == 2 and fixed["inserted"] == 1 and fixed["quarantined"] == 0
+    assert ws.catalog.scalar("SELECT count(*) FROM quarantine WHERE ref IN (?, ?)",
+                             [f"ls:{a1.id}", f"ls:{a2.id}"]) == 0
+    assert ws.catalog.scalar("SELECT verdict FROM annotations WHERE annotation_id = ?",
+                             [f"ls:{a1.id}"]) == "usable"
 
     # A task deleted in Label Studio is detected and recorded; its annotations stay.
     gone = f"r2:{imgs[5]}"
