@@ -688,6 +688,8 @@ def main(argv=None) -> dict:
         "mean_step_seconds_per_round": {s: {k: round(v, 2) for k, v in d.items()}
                                         for s, d in step_times.items()},
         "started": started, "seconds": round(time.perf_counter() - t0, 1),
+        # --resume: rounds recorded by earlier runs were reused, `seconds` covers this run only
+        "resumed": bool(args.resume),
         "machine": machine_info(),
     }
     png = args.plot or args.out.with_suffix(".png")

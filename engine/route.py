@@ -19,14 +19,32 @@ Rules on top of the thresholds:
   :func:`adapt_auto_threshold`. The draw hashes (seed, image id), so it does not depend on input
   order and is the same when a crashed round is re-run.
 
-Budget policy (documented order, greedy, each lane's items have one cost): the round budget is
-spent on (1) spot checks (the safety net of the free lane comes first), (2) ``expert`` by
-descending entropy, (3) ``verify`` - confidently-wrong promotions first, then by descending entropy,
-(4) ``auto`` by ascending entropy. Within a lane, filling stops at the first item that no longer
-fits; the next (cheaper) lane is still tried. Items that do not fit are *deferred* (not routed
-this round; they are not silently downgraded to a cheaper lane, which would give the most uncertain
-items the weakest labels). A spot check that does not fit leaves its item in ``auto`` unchecked
-(recorded in its reason).
+Budget policy (documented order, greedy, each item costs its lane's cost): the round budget is
+spent on (1) spot checks (the safety net of the free lane comes first), (2) the human lanes
+(``expert`` and ``verify``) in the order set by ``lanes.expert_order``, (3) ``auto`` by ascending
+entropy. Items that do not fit are *deferred* (not routed this round; they are not silently
+downgraded to a cheaper lane, which would give the most uncertain items the weakest labels). A
+spot check that does not fit leaves its item in ``auto`` unchecked (recorded in its reason).
+
+``lanes.expert_order`` decides which human-lane items the budget funds first:
+
+- ``entropy``: ``expert`` by descending entropy, then ``verify`` (confidently-wrong promotions
+  first, then by descending entropy); within a lane filling stops at the first item that no
+  longer fits and the next (cheaper) lane is still tried.
+- ``prototype``: one sequence of expert and verify items **apportioned over the failure
+  prototypes** the candidates were retrieved for, so that any prefix of it - whatever the budget
+  buys - gives each prototype a share proportional to its budget weight (error mass); most
+  uncertain first within a prototype (Webster / Sainte-Lague sequence: the j-th item of prototype
+  g has key (j + 1/2) / weight_g). An item that does not fit is deferred and the walk goes on (a
+  cheaper verify item further down may still fit).
+- ``retrieval``: the same, but within a prototype in retrieval order (the explore step's rank:
+  nearest to the failure anchors first, diversified). The failure mode decides *which items
+  first*, entropy decides *how much human effort* each gets (expert, verify or auto).
+
+Why not entropy alone: a model is often *confidently* wrong on the rare failure modes retrieval
+found, so "highest entropy first" spends the budget on the uncertain common cases and labels few
+of the rare ones (measured in ``benchmarks/README.md``). Without prototype ids the order falls
+back to ``entropy``.
 """
 from __future__ import annotations
 
@@ -147,9 +165,34 @@ def near_failure(vectors: np.ndarray, prototypes: Sequence[Prototype], factor: f
     return best <= factor * (1 + 1e-6), best, [protos[i].prototype_id for i in j]
 
 
+def stratified_order(ids: Sequence[str], within: Mapping[str, tuple],
+                     group_of: Mapping[str, str | None], weights: Mapping[str | None, float]
+                     ) -> list[str]:
+    """`ids` interleaved over their groups in proportion to the groups' weights (Webster /
+    Sainte-Lague apportionment: the j-th item of group g, in the order of its `within` sort key,
+    gets key (j + 1/2) / w_g; the sequence is sorted by that key, ties by `within`, then id).
+    Every prefix of the result splits its length over the groups as the weights do, up to
+    rounding (a little over one item off the exact quota at worst). A group of weight <= 0 (or
+    unknown to `weights`) comes after every group of positive weight."""
+    by_group: dict[str | None, list[str]] = {}
+    for iid in ids:
+        by_group.setdefault(group_of.get(iid), []).append(iid)
+    keyed = []
+    for g, members in by_group.items():
+        w = float(weights.get(g, 0.0))
+        members.sort(key=lambda k: (within[k], k))
+        for j, iid in enumerate(members):
+            # weightless groups after all weighted ones, still in their own order
+            key = (0, (j + 0.5) / w) if w > 0 else (1, float(j))
+            keyed.append((key, within[iid], iid))
+    return [iid for _, _, iid in sorted(keyed)]
+
+
 def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.ndarray,
                      settings, *, budget: float | None, vectors: np.ndarray | None = None,
                      prototypes: Sequence[Prototype] = (), auto_threshold: float | None = None,
+                     prototype_of: Sequence[str | None] | None = None,
+                     retrieval_rank: Sequence[int] | None = None,
                      seed: int = 0) -> RoutingResult:
     """Assign lanes (see module docstring for thresholds, rules and the budget policy).
 
@@ -157,7 +200,10 @@ def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.n
     more uncertain. `settings`: :class:`LaneSettings` or the whole settings tree. `budget` in cost
     units (None = unlimited). `vectors` (n, d): candidate embeddings, needed for the
     confidently-wrong rule together with `prototypes`. `auto_threshold` overrides
-    ``lanes.auto_entropy`` (e.g. after :func:`adapt_auto_threshold`)."""
+    ``lanes.auto_entropy`` (e.g. after :func:`adapt_auto_threshold`). `prototype_of` (n,): the
+    prototype each candidate was retrieved for (None = unknown) and `retrieval_rank` (n,) its
+    selection order within that prototype (0 = first); with `prototypes` they order the expert
+    lane by ``lanes.expert_order`` (see the module docstring)."""
     lanes = _lanes_settings(settings)
     ids = list(image_ids)
     e = np.asarray(entropies, np.float64)
@@ -169,6 +215,12 @@ def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.n
         raise RouteError("route: entropies must be normalized to [0, 1]")
     if budget is not None and budget < 0:
         raise RouteError(f"route: budget must be >= 0, got {budget}")
+    for name, seq in (("prototype ids", prototype_of), ("retrieval ranks", retrieval_rank)):
+        if seq is not None and len(seq) != len(ids):
+            raise RouteError(f"route: {len(ids)} image ids but {len(seq)} {name}")
+    order = lanes.expert_order if prototype_of is not None and prototypes else "entropy"
+    if order == "retrieval" and retrieval_rank is None:
+        raise RouteError("route: lanes.expert_order 'retrieval' needs the candidates' retrieval ranks")
     auto_t = lanes.auto_entropy if auto_threshold is None else float(auto_threshold)
     if not 0 <= auto_t <= lanes.expert_entropy:
         raise RouteError(f"route: auto threshold {auto_t} must be in [0, expert_entropy="
@@ -222,25 +274,41 @@ def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.n
             p["done"] = True
         else:
             p["reason"] += "; spot-check not funded by the budget"
-    # (2) expert, (3) verify, (4) auto
+    # (2) expert, (3) verify, (4) auto - or, ordered by failure mode, (2+3) one human sequence
     orders = {
         "expert": lambda k: (-plan[k]["entropy"], k),
         "verify": lambda k: (not plan[k].get("promoted", False), -plan[k]["entropy"], k),
         "auto": lambda k: (plan[k]["entropy"], k),
     }
-    for lane in LANES:
-        members = sorted((k for k, p in plan.items() if p["lane"] == lane and not p.get("done")),
-                         key=orders[lane])
-        open_lane = True
-        for iid in members:
+
+    def members(*lanes_: str) -> list[str]:
+        return sorted((k for k, p in plan.items() if p["lane"] in lanes_ and not p.get("done")),
+                      key=orders[lanes_[0]])
+
+    if order == "entropy":
+        sequences = [(members("expert"), True), (members("verify"), True)]
+    else:
+        rank = dict(zip(ids, retrieval_rank)) if order == "retrieval" else {}
+        human = members("expert", "verify")
+        within = {k: (math.inf if rank[k] is None else rank[k], -plan[k]["entropy"])
+                  if order == "retrieval" else (-plan[k]["entropy"],) for k in human}
+        sequences = [(stratified_order(human, within, dict(zip(ids, prototype_of)),
+                                       {p.prototype_id: p.weight for p in prototypes}), False)]
+    sequences.append((members("auto"), True))
+    for sequence, close_on_miss in sequences:
+        open_seq = True
+        for iid in sequence:
             p = plan[iid]
-            if open_lane and fits(cost[lane]):
-                remaining -= cost[lane]
-                routes.append(Route(iid, lane, p["entropy"], cost[lane], False, p["reason"],
+            c = cost[p["lane"]]
+            if open_seq and fits(c):
+                remaining -= c
+                routes.append(Route(iid, p["lane"], p["entropy"], c, False, p["reason"],
                                     p.get("prototype_id")))
             else:
-                open_lane = False
-                deferred.append(Deferred(iid, lane, p["entropy"], "round budget spent"))
+                # one lane, one cost: the first miss closes it; a mixed sequence goes on, a
+                # cheaper verify item further down may still fit
+                open_seq = open_seq and not close_on_miss
+                deferred.append(Deferred(iid, p["lane"], p["entropy"], "round budget spent"))
 
     spend = float(sum(r.cost for r in routes))
     by_lane: dict[str, dict[str, float]] = {}

@@ -137,6 +137,12 @@ class LaneSettings(BaseModel):
     confidently_wrong_distance: float = Field(1.25, ge=0, description=(
         "Low-entropy candidates within this multiple of a failure prototype's radius never go to auto "
         "(measured: same-mode pool images sit at 0.5-1.4 x the radius, other modes beyond 1.8 x)."))
+    expert_order: Literal["entropy", "prototype", "retrieval"] = Field("retrieval", description=(
+        "Which human-lane items the round budget funds first: 'entropy' = expert lane by "
+        "descending entropy, then verify; 'prototype' = expert and verify items in one sequence "
+        "apportioned over the failure prototypes by error mass, most uncertain first within each; "
+        "'retrieval' = apportioned the same way, nearest to the failure anchors first within each "
+        "(see engine/route.py and benchmarks/README.md)."))
 
     @model_validator(mode="after")
     def _ordered(self) -> "LaneSettings":

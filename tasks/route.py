@@ -28,7 +28,8 @@ def auto_threshold(workspace: str, round_id: str) -> dict[str, Any]:
     checks = ws.catalog.query(
         "SELECT c.predicted, a.verdict FROM routes r JOIN candidates c USING (round_id, image_id) "
         "JOIN annotations a ON a.round_id = r.round_id AND a.image_id = r.image_id "
-        "WHERE r.round_id = ? AND r.spot_check", [prev[0]["round_id"]])
+        "WHERE r.round_id = ? AND r.spot_check AND a.lane IS DISTINCT FROM 'paired' "
+        "AND a.verdict IS NOT NULL", [prev[0]["round_id"]])
     update = adapt_auto_threshold([c["predicted"] == c["verdict"] for c in checks], ws.settings,
                                   current=current)
     return {"threshold": update.threshold, "previous": update.previous,
@@ -42,14 +43,16 @@ def route(workspace: str, round_id: str, budget: float, threshold: float,
     """Engine call on the round's scored candidates (with their embeddings for the
     confidently-wrong rule)."""
     ws = open_workspace(workspace)
-    rows = ws.catalog.query("SELECT image_id, entropy FROM candidates WHERE round_id = ? "
+    rows = ws.catalog.query("SELECT image_id, entropy, prototype_id, rank FROM candidates WHERE round_id = ? "
                             "ORDER BY image_id", [round_id])
     ids = [r["image_id"] for r in rows]
     vectors = pool_store(ws).get(ids) if ids else None
     prototypes = load_prototypes.fn(workspace, round_id)
     return route_candidates(ids, np.array([r["entropy"] for r in rows], np.float64), ws.settings,
                             budget=budget, vectors=vectors, prototypes=prototypes,
-                            auto_threshold=threshold, seed=seed)
+                            auto_threshold=threshold,
+                            prototype_of=[r["prototype_id"] for r in rows],
+                            retrieval_rank=[r["rank"] for r in rows], seed=seed)
 
 
 @task(name="save-routes", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

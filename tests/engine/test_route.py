@@ -186,3 +186,105 @@ def test_adapt_auto_threshold():
     for _ in range(50):
         t = adapt_auto_threshold([False] * 10, s, current=t).threshold
     assert 0.0 <= t < 1e-3
+
+
+# -- expert lane apportioned over prototypes -----------------------------------------------------
+
+def weighted(pid, weight):
+    p = proto(pid, [0.0, 0.0], 1.0)
+    p.weight = weight
+    return p
+
+
+def test_expert_lane_apportioned_over_prototypes_by_weight():
+    # prototype A (weight 3) has the 6 most uncertain items; B (weight 1) is confidently wrong-ish:
+    # all B items are above the expert threshold but below every A item
+    ids = [f"a{k}" for k in range(6)] + [f"b{k}" for k in range(6)]
+    ent = [0.99 - 0.01 * k for k in range(6)] + [0.7 - 0.01 * k for k in range(6)]
+    of = ["A"] * 6 + ["B"] * 6
+    protos = [weighted("A", 3.0), weighted("B", 1.0)]
+    res = route_candidates(ids, ent, lanes(expert_order="prototype"), budget=4.0,
+                           prototypes=protos, prototype_of=of)
+    # Sainte-Lague keys A: 1/6, 1/2, 5/6, 7/6 ...; B: 1/2, 3/2 -> a0, a1 (0.5, higher entropy),
+    # b0 (0.5), a2
+    assert [r.image_id for r in res.routes] == ["a0", "a1", "b0", "a2"]
+    # plain entropy order (or no prototype ids given) spends everything on A
+    flat = route_candidates(ids, ent, lanes(expert_order="entropy"), budget=4.0,
+                            prototypes=protos, prototype_of=of)
+    assert [r.image_id for r in flat.routes] == ["a0", "a1", "a2", "a3"]
+    assert [r.image_id for r in route_candidates(ids, ent, lanes(), budget=4.0).routes] == \
+        ["a0", "a1", "a2", "a3"]
+
+
+def test_unknown_or_weightless_prototypes_come_last():
+    protos = [weighted("A", 1.0), weighted("Z", 0.0)]
+    res = route_candidates(["z", "u", "a"], [0.99, 0.98, 0.7], lanes(expert_order="prototype"),
+                           budget=None, prototypes=protos, prototype_of=["Z", None, "A"])
+    assert [r.image_id for r in res.routes] == ["a", "z", "u"]
+    with pytest.raises(RouteError, match="prototype ids"):
+        route_candidates(["a"], [0.9], lanes(), budget=None, prototypes=protos, prototype_of=[])
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.integers(0, 10_000),
+       st.integers(1, 40))
+def test_every_prefix_of_the_expert_lane_is_proportional(weights, seed, budget):
+    rng = np.random.default_rng(seed)
+    ids, of = [], []
+    for g in range(len(weights)):
+        for k in range(40):  # enough items that no prototype runs dry within the budget
+            ids.append(f"g{g}-{k}")
+            of.append(f"P{g}")
+    ent = rng.uniform(0.6, 1.0, len(ids))
+    protos = [weighted(f"P{g}", float(w)) for g, w in enumerate(weights)]
+    res = route_candidates(ids, ent, lanes(expert_order="prototype"), budget=float(budget),
+                           prototypes=protos, prototype_of=of)
+    assert len(res.routes) == budget
+    total = sum(weights)
+    for g, w in enumerate(weights):
+        got = sum(r.image_id.startswith(f"g{g}-") for r in res.routes)
+        # Webster apportionment may miss the exact quota by a little over one item (1.125 is the
+        # worst case for these weights, found by exhaustive search), never by 1.5
+        assert abs(got - budget * w / total) < 1.5
+        # within a prototype the most uncertain are taken first
+        mine = sorted((e for i, e in zip(ids, ent) if i.startswith(f"g{g}-")), reverse=True)
+        assert sorted((r.entropy for r in res.routes if r.image_id.startswith(f"g{g}-")),
+                      reverse=True) == mine[:got]
+
+
+def test_retrieval_order_within_prototypes():
+    # A (weight 1): retrieval ranks 0..2 with rising entropy; B (weight 1): one item
+    ids, ent = ["a0", "a1", "a2", "b0"], [0.7, 0.8, 0.9, 0.95]
+    kw = dict(prototypes=[weighted("A", 1.0), weighted("B", 1.0)],
+              prototype_of=["A", "A", "A", "B"], retrieval_rank=[0, 1, 2, 0])
+    res = route_candidates(ids, ent, lanes(expert_order="retrieval"), budget=3.0, **kw)
+    assert [r.image_id for r in res.routes] == ["b0", "a0", "a1"]  # tie at key 0.5: entropy
+    by_entropy = route_candidates(ids, ent, lanes(expert_order="prototype"), budget=3.0, **kw)
+    assert [r.image_id for r in by_entropy.routes] == ["b0", "a2", "a1"]
+    # entropy still decides the lane: a confident item of rank 0 is not an expert item
+    low = route_candidates(["c0", "c1"], [0.3, 0.9], lanes(expert_order="retrieval"),
+                           budget=None, prototypes=[weighted("A", 1.0)],
+                           prototype_of=["A", "A"], retrieval_rank=[0, 1])
+    assert {r.image_id: r.lane for r in low.routes} == {"c0": "verify", "c1": "expert"}
+    with pytest.raises(RouteError, match="retrieval ranks"):
+        route_candidates(ids, ent, lanes(expert_order="retrieval"), budget=None,
+                         prototypes=kw["prototypes"], prototype_of=kw["prototype_of"])
+
+
+def test_failure_mode_order_funds_near_verify_items_before_far_expert_items():
+    kw = dict(prototypes=[weighted("A", 1.0)], prototype_of=["A", "A"], retrieval_rank=[0, 1])
+    # c0: nearest the failure anchors but confident (verify, 0.3); c1: farther, uncertain (expert)
+    near_first = route_candidates(["c0", "c1"], [0.3, 0.9], lanes(expert_order="retrieval"),
+                                  budget=1.0, **kw)
+    assert [(r.image_id, r.lane) for r in near_first.routes] == [("c0", "verify")]
+    assert [(d.image_id, d.lane) for d in near_first.deferred] == [("c1", "expert")]
+    # the walk goes on after a miss: a cheaper item further down still fits
+    more = route_candidates(["c0", "c1", "c2"], [0.9, 0.95, 0.3],
+                            lanes(expert_order="retrieval"), budget=1.5,
+                            prototypes=[weighted("A", 1.0)], prototype_of=["A"] * 3,
+                            retrieval_rank=[0, 1, 2])
+    assert [r.image_id for r in more.routes] == ["c0", "c2"]
+    assert [d.image_id for d in more.deferred] == ["c1"]
+    entropy_first = route_candidates(["c0", "c1"], [0.3, 0.9], lanes(expert_order="entropy"),
+                                     budget=1.0, **kw)
+    assert [(r.image_id, r.lane) for r in entropy_first.routes] == [("c1", "expert")]
