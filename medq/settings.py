@@ -270,6 +270,12 @@ class IngestSettings(BaseModel):
                                     "image format than their extension says.")
     deid_salt: SecretStr = Field(SecretStr(""), description="Salt of hashed DICOM UIDs; empty: a "
                                  "random salt kept in <workspace>/deid_salt.")
+    source_refs: Literal["pseudonymized", "path"] = Field(
+        "pseudonymized", description="What images.source_uri and image metadata record of an "
+        "ingested file: 'pseudonymized' = ingest:<keyed hash of the source root>/<keyed hash of "
+        "the relative path><extension>, keyed with deid_salt (folder and file names often carry "
+        "patient names/IDs); 'path' = the absolute path or s3 URI. Quarantine always names the "
+        "real path.")
 
     @field_validator("bits")
     @classmethod

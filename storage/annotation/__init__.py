@@ -35,7 +35,9 @@ def create_annotation_backend(workspace, name: str | None = None) -> AnnotationB
         from pathlib import Path
 
         from medq.storage.annotation.simulated import SimulatedAnnotator, file_truth
-        return SimulatedAnnotator(file_truth(Path(name.split(":", 1)[1]), workspace.catalog),
+        from medq.storage.ingest.pipeline import deid_salt
+        return SimulatedAnnotator(file_truth(Path(name.split(":", 1)[1]), workspace.catalog,
+                                             salt=lambda: deid_salt(workspace, create=False)),
                                   error_rate=settings.annotation.error_rate, seed=seed,
                                   name="oracle")
     if name == "labelstudio":

@@ -106,9 +106,12 @@ def catalog_truth(catalog) -> TruthLookup:
     return lookup
 
 
-def file_truth(path: Path, catalog) -> TruthLookup:
+def file_truth(path: Path, catalog, salt: Callable[[], str] | None = None) -> TruthLookup:
     """Ground truth from a labels JSONL. Lines name images by `image_id`, or by `image` (a path
-    matched against the catalog's images.source_uri suffix)."""
+    matched against the catalog's images.source_uri suffix). Files ingested with
+    ``ingest.source_refs = pseudonymized`` hold no path: given `salt` (returns the
+    de-identification salt), `image` also matches them when it is the file's path relative to
+    the ingested folder or prefix."""
     path = Path(path)
     if not path.is_file():
         raise MedQError(f"oracle labels file not found: {path}")
@@ -130,10 +133,18 @@ def file_truth(path: Path, catalog) -> TruthLookup:
         else:
             raise MedQError(f"{path}:{n}: needs 'image_id' or 'image'")
 
+    pseudonyms: dict[str, str] = {}  # "/<rel pseudonym>" -> name, computed on first use
+
     def lookup(image_ids: Sequence[str]) -> dict[str, dict]:
         out = {i: by_id[i] for i in image_ids if i in by_id}
         rest = [i for i in image_ids if i not in out]
         if rest and by_name:
+            if salt is not None and not pseudonyms:
+                from medq.storage.ingest.deid import rel_pseudonym
+                key = salt()
+                if key:  # no salt yet: nothing was ingested pseudonymized
+                    pseudonyms.update({"/" + rel_pseudonym(n.lstrip("/"), key): n
+                                       for n in by_name})
             for r in catalog.query("SELECT image_id, source_uri FROM images WHERE image_id IN "
                                    "(SELECT unnest(?::VARCHAR[]))", [rest]):
                 src = r["source_uri"] or ""
@@ -141,5 +152,10 @@ def file_truth(path: Path, catalog) -> TruthLookup:
                     if src.endswith(name):
                         out[r["image_id"]] = rec
                         break
+                else:
+                    if src.startswith("ingest:") and "/" in src:
+                        name = pseudonyms.get(src[src.index("/"):])
+                        if name is not None:
+                            out[r["image_id"]] = by_name[name]
         return out
     return lookup

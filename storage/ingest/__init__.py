@@ -3,7 +3,7 @@
 Public API: :func:`ingest`, :class:`IngestSummary`, :class:`IngestOptions`, :func:`decode_file`,
 :func:`deidentify`, :class:`Rejected`. See :mod:`medq.storage.ingest.pipeline`.
 """
-from medq.storage.ingest.deid import deidentify, hash_uid
+from medq.storage.ingest.deid import deidentify, hash_uid, source_pseudonym
 from medq.storage.ingest.errors import Rejected, reason_code
 from medq.storage.ingest.pipeline import (
     IngestError,
@@ -31,4 +31,5 @@ __all__ = [
     "prepare",
     "quarantine_id",
     "reason_code",
+    "source_pseudonym",
 ]

@@ -18,11 +18,16 @@ What happens to a dataset, recursively through sequences and the file meta:
 
 Burned-in text in the pixels is not detected here; files flagged ``BurnedInAnnotation = YES`` are
 refused by the DICOM decoder instead of being stored.
+
+File paths are identifying too (exports are often organised by patient: ``DOE^JOHN_4711/CT/...``):
+:func:`source_pseudonym` is what ingest records instead of the path (``ingest.source_refs``).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 
+from medq.storage.ingest.sniff import image_extension
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
@@ -54,6 +59,29 @@ def hash_uid(uid: str, salt: str) -> str:
     """Stable replacement UID: ``2.25.`` + 120 bits of sha256(salt, uid) as a decimal."""
     digest = hashlib.sha256(f"{salt}|{uid}".encode()).hexdigest()[:30]
     return f"2.25.{int(digest, 16)}"
+
+
+PSEUDONYM_PREFIX = "ingest:"
+
+
+def source_pseudonym(root: str, rel: str, salt: str) -> str:
+    """Stable keyed stand-in for the file `rel` under the source `root` (folder or s3 prefix):
+    ``ingest:<16 hex HMAC-SHA256(salt, root)>/<24 hex HMAC-SHA256(salt, rel)><extension>``.
+    Only a known image extension (lower case) is kept of the name. Same file, same salt: same
+    pseudonym; without the salt it cannot be recomputed from guessed paths."""
+    if not salt:
+        raise ValueError("source pseudonyms need a non-empty de-identification salt")
+    return (f"{PSEUDONYM_PREFIX}{_hmac_hex(salt, 'source-root', root)[:16]}/"
+            f"{rel_pseudonym(rel, salt)}")
+
+
+def rel_pseudonym(rel: str, salt: str) -> str:
+    """The file part of :func:`source_pseudonym` (``<24 hex><extension>``), root left out."""
+    return _hmac_hex(salt, "source-rel", rel)[:24] + image_extension(rel)
+
+
+def _hmac_hex(salt: str, domain: str, value: str) -> str:
+    return hmac.new(salt.encode(), f"{domain}|{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def deidentify(ds: Dataset, salt: str) -> Dataset:

@@ -9,7 +9,18 @@ unreferenced content-addressed objects, never a row without its image).
 
 Any failure of one file is recorded in ``quarantine`` (stage 'ingest', ref = path or URI,
 reason ``code: detail``) and never stops the run. Re-ingesting is a no-op: existing items are
-skipped and quarantine rows are keyed by (stage, ref).
+skipped (by pixel content id) and quarantine rows are keyed by (stage, real path), whatever
+``ingest.source_refs`` says.
+
+Paths identify patients as well as headers do (``/export/DOE^JOHN_4711/CT/IM0001.dcm``). With
+``ingest.source_refs = pseudonymized`` (the default) an image's ``source_uri`` and its
+``metadata.source.uri`` hold :func:`medq.storage.ingest.deid.source_pseudonym` (keyed with the
+de-identification salt: stable across re-runs and workspaces sharing the salt; only the image
+extension and the ``#frame``/``#slice`` part survive), never the path; ``path`` records the
+absolute path or s3 URI. Quarantine is an operator table that points at the files in place (the
+operator must find a bad file, and a quarantined file was never de-identified nor stored), so
+its ``ref``/``payload`` keep the real path; images/datasets never hold a path in pseudonymized
+mode. The progress callback gets the real path too (a local progress bar for the operator).
 """
 from __future__ import annotations
 
@@ -21,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medq.storage.ingest import sniff as sn
+from medq.storage.ingest.deid import source_pseudonym
 from medq.storage.ingest.dicom import Frame, decode_dicom
 from medq.storage.ingest.errors import (
     EMPTY_FILE,
@@ -65,6 +77,7 @@ class IngestOptions:
     strict_extensions: bool = True
     salt: str = ""
     modality: str | None = None  # forced modality (else DICOM tag, then folder hint)
+    source_refs: str = "pseudonymized"  # or "path": what images.source_uri records
 
     @classmethod
     def from_settings(cls, settings, salt: str, **overrides) -> IngestOptions:
@@ -72,12 +85,16 @@ class IngestOptions:
         opts = cls(nifti_axis=s.nifti_axis, nifti_slices=s.nifti_slices, max_frames=s.max_frames,
                    max_pixels=s.max_pixels, max_file_bytes=s.max_file_bytes, min_side=s.min_side,
                    bits=s.bits, thumb_size=s.thumb_size, batch_size=s.batch_size,
-                   strict_extensions=s.strict_extensions, salt=salt)
+                   strict_extensions=s.strict_extensions, salt=salt,
+                   source_refs=s.source_refs)
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
         if opts.nifti_axis not in (0, 1, 2):
             raise IngestError(f"nifti axis must be 0, 1 or 2, got {opts.nifti_axis}")
+        if opts.source_refs not in ("pseudonymized", "path"):
+            raise IngestError(f"source_refs must be 'pseudonymized' or 'path', got "
+                              f"{opts.source_refs!r}")
         return opts
 
 
@@ -132,13 +149,16 @@ def image_item_id(split: str, image_id: str) -> str:
     return f"{split}:image:{image_id}"
 
 
-def deid_salt(workspace) -> str:
-    """The salt of hashed DICOM UIDs: the setting, else a random one kept in the workspace."""
+def deid_salt(workspace, *, create: bool = True) -> str:
+    """The salt of hashed DICOM UIDs and source pseudonyms: the setting, else a random one kept
+    in the workspace (made on first use; with ``create=False`` "" when there is none yet)."""
     configured = workspace.settings.ingest.deid_salt.get_secret_value()
     if configured:
         return configured
     path = Path(workspace.root) / "deid_salt"
     if not path.is_file():
+        if not create:
+            return ""
         import secrets
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -218,12 +238,22 @@ def _resolve_kind(claimed: str, actual: str | None, rel: str, opts: IngestOption
     return actual
 
 
-def prepare(frames: list[Frame], src: SourceFile, source_format: str) -> list[Prepared]:
+def source_ref(src: SourceFile, opts: IngestOptions) -> str:
+    """What the catalog records as the source of `src` (see module docstring)."""
+    if opts.source_refs == "path":
+        return src.ref
+    return source_pseudonym(src.root, src.rel, opts.salt)
+
+
+def prepare(frames: list[Frame], src: SourceFile, source_format: str,
+            uri: str | None = None) -> list[Prepared]:
+    """Frames as :class:`Prepared`; `uri` is the recorded source (default: the real ref)."""
+    uri = src.ref if uri is None else uri
     out = []
     for f in frames:
-        ref = src.ref + (f"#{f.part}" if f.part else "")
+        ref = uri + (f"#{f.part}" if f.part else "")
         meta = dict(f.metadata)
-        meta["source"] = {"uri": src.ref, "part": f.part}
+        meta["source"] = {"uri": uri, "part": f.part}
         out.append(Prepared(image_id_of(f.pixels), f.pixels, ref,
                             meta.get("format", source_format), f.modality, meta))
     return out
@@ -286,7 +316,7 @@ def _process(src: SourceFile, opts: IngestOptions):
     try:
         frames = decode_file(data, src.rel, opts)
         kind = sn.kind_from_name(src.rel) or sn.sniff(data[:sn.HEAD_BYTES]) or "unknown"
-        return src, prepare(frames, src, kind), None
+        return src, prepare(frames, src, kind, source_ref(src, opts)), None
     except Rejected as exc:
         return src, None, exc.reason
     except MemoryError:

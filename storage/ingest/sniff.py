@@ -31,6 +31,18 @@ def kind_from_name(name: str) -> str | None:
     return _EXTENSIONS.get("." + base.rsplit(".", 1)[-1])
 
 
+def image_extension(name: str) -> str:
+    """The known image extension of `name`, lower case (".dcm", ".nii.gz"), else "": never any
+    other part of the name (an unknown "extension" may be a patient ID)."""
+    lower = name.lower().rsplit("/", 1)[-1]
+    if lower.endswith(".nii.gz"):
+        return ".nii.gz"
+    if "." not in lower:
+        return ""
+    ext = "." + lower.rsplit(".", 1)[-1]
+    return ext if ext in _EXTENSIONS else ""
+
+
 def is_gzip_name(name: str) -> bool:
     return name.lower().endswith(".gz")
 

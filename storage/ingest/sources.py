@@ -20,13 +20,16 @@ class SourceError(MedQError):
 
 @dataclass
 class SourceFile:
-    """One file to ingest. `ref` is what quarantine and images.source_uri record (the path or
-    s3 URI); `rel` is the path relative to the source root (for extension and folder hints)."""
+    """One file to ingest. `ref` is the absolute path or s3 URI (what quarantine records, and
+    images.source_uri with ``ingest.source_refs = path``); `rel` is the path relative to the
+    source root (for extension and folder hints); `root` is that root (the folder, or the parent
+    of a single file; ``s3://bucket/prefix``): (root, rel) is what a source pseudonym hashes."""
 
     ref: str
     rel: str
     size: int
     read: Callable[[], bytes]
+    root: str = ""
 
 
 def list_source(source: str, settings) -> list[SourceFile]:
@@ -36,22 +39,24 @@ def list_source(source: str, settings) -> list[SourceFile]:
     root = Path(source).expanduser()
     if not root.exists():
         raise SourceError(f"ingest source {source!r} does not exist")
-    if root.is_file():
-        return [_local(root, root.name)]
+    if root.is_file():  # same root and rel as when its folder is the source
+        return [_local(root, root.name, str(root.parent.resolve()))]
+    root_ref = str(root.resolve())
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             path = Path(dirpath) / name
             if path.is_file():
-                files.append(_local(path, path.relative_to(root).as_posix()))
+                files.append(_local(path, path.relative_to(root).as_posix(), root_ref))
     files.sort(key=lambda f: f.rel)
     return files
 
 
-def _local(path: Path, rel: str) -> SourceFile:
+def _local(path: Path, rel: str, root: str) -> SourceFile:
     size = path.stat().st_size
-    return SourceFile(ref=str(path.resolve()), rel=rel, size=size, read=path.read_bytes)
+    return SourceFile(ref=str(path.resolve()), rel=rel, size=size, read=path.read_bytes,
+                      root=root)
 
 
 def _list_s3(uri: str, settings) -> list[SourceFile]:
@@ -69,9 +74,11 @@ def _list_s3(uri: str, settings) -> list[SourceFile]:
         files = []
         for key in keys:
             size = store.stat(key).size
-            files.append(SourceFile(ref=f"s3://{bucket}/{key}", rel=key[len(prefix):].lstrip("/")
-                                    or key.rsplit("/", 1)[-1], size=size,
-                                    read=(lambda k=key: store.get_bytes(k))))
+            rel = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
+            ref = f"s3://{bucket}/{key}"
+            files.append(SourceFile(ref=ref, rel=rel, size=size,
+                                    read=(lambda k=key: store.get_bytes(k)),
+                                    root=ref[:len(ref) - len(rel)].rstrip("/")))
     except ObjectStoreError as exc:
         raise SourceError(f"cannot list {uri} at {o.s3_endpoint} (objects.s3_* settings): "
                           f"{exc}") from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from medq.storage.images import load_images
-from medq.storage.ingest import deidentify, hash_uid, ingest
+from medq.storage.ingest import deid_salt, deidentify, hash_uid, ingest, source_pseudonym
 from medq.storage.workspace import Workspace
 
 from tests.storage.ingest_corpus import (
@@ -44,6 +44,13 @@ def objects_bytes(workspace) -> dict[str, bytes]:
     return {k: workspace.objects.get_bytes(k) for k in workspace.objects.list("")}
 
 
+def uri_names(workspace, root: Path) -> dict[str, str]:
+    """Recorded (pseudonymized) source uri -> path relative to `root`, for each file under it."""
+    salt, base = deid_salt(workspace), str(root.resolve())
+    rels = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    return {source_pseudonym(base, rel, salt): rel for rel in rels}
+
+
 # Some broken files have two honest descriptions; any of them is right.
 ALSO_OK = {"corrupt.jpg": {"truncated"}}
 
@@ -66,11 +73,11 @@ def test_bad_corpus_is_quarantined_and_good_files_stored(ws, tmp_path):
     assert summary.ignored == 2  # README.txt and NOTES
 
     images = ws.catalog.query("SELECT * FROM images")
+    names = uri_names(ws, src)
     per_file: dict[str, int] = {}
     for r in images:
-        path = r["source_uri"].split("#")[0]
-        per_file[Path(path).relative_to((src / "good").resolve()).as_posix()] = \
-            per_file.get(Path(path).relative_to((src / "good").resolve()).as_posix(), 0) + 1
+        rel = names[r["source_uri"].split("#")[0]].removeprefix("good/")
+        per_file[rel] = per_file.get(rel, 0) + 1
     assert per_file == good
     assert summary.ingested == sum(good.values()) == len(images)
     assert summary.files_ok == len(good)
@@ -93,7 +100,8 @@ def test_bad_corpus_is_quarantined_and_good_files_stored(ws, tmp_path):
 def test_modalities_from_tags_and_folder_hints(ws, tmp_path):
     good_files(tmp_path / "src")
     ingest(ws, str(tmp_path / "src"), "train")
-    by_name = {Path(r["source_uri"].split("#")[0]).name: r["modality"]
+    names = uri_names(ws, tmp_path / "src")
+    by_name = {Path(names[r["source_uri"].split("#")[0]]).name: r["modality"]
                for r in ws.catalog.query("SELECT source_uri, modality FROM images")}
     assert by_name["ct.dcm"] == "CT"           # Modality CT
     assert by_name["MRFILE"] == "MRI"          # Modality MR
@@ -125,7 +133,8 @@ def test_monochrome1_is_inverted(ws, tmp_path):
     m1.PhotometricInterpretation = "MONOCHROME1"
     (src / "m1.dcm").write_bytes(dicom_bytes(m1))
     ingest(ws, str(src), "pool")
-    ids = {Path(r["source_uri"]).name: r["image_id"]
+    names = uri_names(ws, src)
+    ids = {names[r["source_uri"]]: r["image_id"]
            for r in ws.catalog.query("SELECT source_uri, image_id FROM images")}
     a, b = load_images(ws, [ids["m2.dcm"], ids["m1.dcm"]])
     assert np.abs((a + b) - 1.0).max() <= 1.5 / 255
@@ -276,8 +285,178 @@ def test_ingest_from_s3_prefix(tmp_path):
         s = ingest(ws, "s3://scans/site1/", "pool")
         assert s.files == 3 and s.ingested == 2 and s.quarantined == {"not_an_image": 1}
         refs = {r["ref"] for r in ws.catalog.query("SELECT ref FROM quarantine")}
-        assert refs == {"s3://scans/site1/bad.png"}
+        assert refs == {"s3://scans/site1/bad.png"}  # quarantine names the object in place
+        salt = deid_salt(ws)
+        uris = {r["source_uri"] for r in ws.catalog.query("SELECT source_uri FROM images")}
+        assert uris == {source_pseudonym("s3://scans/site1", rel, salt)
+                        for rel in ("ct/a.dcm", "b.png")}
         assert ingest(ws, "s3://scans/site1/", "pool").ingested == 0
+        assert ingest(ws, "s3://scans/site1", "pool").quarantined == {"not_an_image": 1}
+        assert ws.catalog.scalar("SELECT count(*) FROM quarantine") == 1
     finally:
         server.stop()
     shutil.rmtree(tmp_path / "ws", ignore_errors=True)
+
+
+# -- file paths: exports organised by patient ---------------------------------------------------
+
+PATIENT_DIR = "DOE^JOHN_4711"
+PATH_NEEDLES = ("doe^john", "john", "4711", PATIENT_DIR.lower())
+
+
+def _patient_export(root: Path) -> Path:
+    """A DICOM and a PNG (upper-case extension) in a folder named after the patient."""
+    from tests.storage.ingest_corpus import noise
+    (root / PATIENT_DIR / "CT").mkdir(parents=True)
+    (root / PATIENT_DIR / "CT" / "IM0001.dcm").write_bytes(dicom_bytes(dicom("CT_small.dcm")))
+    (root / PATIENT_DIR / "photo.PNG").write_bytes(png(noise((24, 20), 11)))
+    return root
+
+
+def _ws(tmp_path, name: str, **ingest_settings) -> Workspace:
+    from medq.settings import load_settings
+    return Workspace.init(load_settings(workspace=tmp_path / name, ingest=ingest_settings))
+
+
+def _catalog_texts(workspace) -> list[str]:
+    """Every value of every column of every catalog table, as text."""
+    out = []
+    with workspace.catalog.connect():
+        cols = workspace.catalog.query("SELECT table_name, column_name FROM "
+                                       "information_schema.columns WHERE table_schema = 'main'")
+        assert {c["table_name"] for c in cols} >= {"images", "items", "quarantine"}
+        for c in cols:
+            out += [str(r["v"]) for r in workspace.catalog.query(
+                f'SELECT CAST("{c["column_name"]}" AS VARCHAR) AS v FROM "{c["table_name"]}" '
+                f'WHERE "{c["column_name"]}" IS NOT NULL')]
+    return out
+
+
+def _sources(workspace) -> dict[str, str]:
+    """source_uri -> image_id."""
+    return {r["source_uri"]: r["image_id"]
+            for r in workspace.catalog.query("SELECT source_uri, image_id FROM images")}
+
+
+def test_patient_named_paths_reach_neither_catalog_nor_metadata(tmp_path):
+    ws = _ws(tmp_path, "ws", deid_salt="salt-a")  # fixed salt: a deterministic catalog
+    src = _patient_export(tmp_path / "export")
+    s = ingest(ws, str(src), "pool")
+    assert s.ingested == 2 and s.n_quarantined == 0
+
+    texts = _catalog_texts(ws)
+    assert texts  # the query saw the rows
+    for needle in PATH_NEEDLES + (str(tmp_path), "export/"):
+        assert not [t for t in texts if needle in t.lower()], needle
+    blobs = list(objects_bytes(ws).values()) + [ws.settings.catalog_path.read_bytes()]
+    for needle in ("DOE^JOHN", "4711", str(src)):
+        assert not [b for b in blobs if needle.encode() in b], needle
+
+    root = str(src.resolve())
+    expected = {source_pseudonym(root, f"{PATIENT_DIR}/CT/IM0001.dcm", "salt-a"),
+                source_pseudonym(root, f"{PATIENT_DIR}/photo.PNG", "salt-a")}
+    assert set(_sources(ws)) == expected
+    assert {u.rsplit(".", 1)[-1] for u in expected} == {"dcm", "png"}  # format hint kept, lower
+    assert all(u.startswith("ingest:") and len(u.split("/")[1].split(".")[0]) == 24
+               for u in expected)
+    for r in ws.catalog.query("SELECT source_uri, metadata FROM images"):
+        meta = json.loads(r["metadata"])
+        assert meta["source"] == {"uri": r["source_uri"], "part": None}
+        assert not [n for n in PATH_NEEDLES if n in json.dumps(meta).lower()]
+
+
+def test_source_pseudonym_is_keyed_and_stable(tmp_path):
+    src = _patient_export(tmp_path / "export")
+    a = _ws(tmp_path, "a", deid_salt="shared-salt")
+    ingest(a, str(src), "pool")
+    first, before = _sources(a), dump(a)
+    assert ingest(a, str(src), "eval").ingested == 2  # another split: same image rows
+    assert _sources(a) == first
+    ingest(a, str(src), "pool")
+    assert _sources(a) == first and dump(a)["images"] == before["images"]
+
+    b = _ws(tmp_path, "b", deid_salt="shared-salt")  # same salt elsewhere: same pseudonyms
+    ingest(b, str(src), "train")
+    assert _sources(b) == first
+    c = _ws(tmp_path, "c", deid_salt="shared-salt")  # a single file: as if its folder was given
+    ingest(c, str(src / PATIENT_DIR / "photo.PNG"), "pool")
+    ingest(c, str(src / PATIENT_DIR), "eval")
+    single = source_pseudonym(str((src / PATIENT_DIR).resolve()), "photo.PNG", "shared-salt")
+    assert single in _sources(c) and len(_sources(c)) == 2 and not set(_sources(c)) & set(first)
+    d = _ws(tmp_path, "d", deid_salt="other-salt")  # another salt: unlinkable pseudonyms
+    ingest(d, str(src), "pool")
+    assert set(_sources(d).values()) == set(first.values())  # same pixels, same image ids
+    assert not set(_sources(d)) & set(first)
+
+    e = _ws(tmp_path, "e")  # no salt configured: the workspace's random deid_salt keys both
+    ingest(e, str(src), "pool")
+    salt = (tmp_path / "e" / "deid_salt").read_text().strip()
+    assert set(_sources(e)) == {source_pseudonym(str(src.resolve()), rel, salt)
+                                for rel in (f"{PATIENT_DIR}/CT/IM0001.dcm",
+                                            f"{PATIENT_DIR}/photo.PNG")}
+    # only a known image extension survives; an unknown "extension" may be an identifier
+    assert source_pseudonym("/x", "DOE/IM0001.4711", "s").count(".") == 0
+    assert source_pseudonym("/x", "DOE/VOL.NII.GZ", "s").endswith(".nii.gz")
+    with pytest.raises(ValueError, match="salt"):
+        source_pseudonym("/x", "a.png", "")
+
+
+def test_path_mode_records_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDQ_INGEST__SOURCE_REFS", "path")
+    ws = _ws(tmp_path, "ws")
+    assert ws.settings.ingest.source_refs == "path"
+    src = _patient_export(tmp_path / "export")
+    ingest(ws, str(src), "pool")
+    paths = {str((src / PATIENT_DIR / "CT" / "IM0001.dcm").resolve()),
+             str((src / PATIENT_DIR / "photo.PNG").resolve())}
+    assert set(_sources(ws)) == paths
+    for r in ws.catalog.query("SELECT source_uri, metadata FROM images"):
+        assert json.loads(r["metadata"])["source"]["uri"] == r["source_uri"]
+
+
+@pytest.mark.parametrize("mode", ["pseudonymized", "path"])
+def test_quarantine_names_the_real_path_and_reruns_resume(tmp_path, mode):
+    from tests.storage.ingest_corpus import noise
+    ws = _ws(tmp_path, "ws", source_refs=mode)
+    src = _patient_export(tmp_path / "export")
+    bad = src / PATIENT_DIR / "CT" / "IM0002.dcm"
+    bad.write_bytes(b"\x00" * 64)
+    s = ingest(ws, str(src), "pool")
+    assert s.ingested == 2 and s.n_quarantined == 1
+    rows = ws.catalog.query("SELECT ref, payload FROM quarantine")
+    assert [r["ref"] for r in rows] == [str(bad.resolve())]  # the operator can find the file
+    assert json.loads(rows[0]["payload"])["rel"] == f"{PATIENT_DIR}/CT/IM0002.dcm"
+    before = dump(ws)
+    again = ingest(ws, str(src), "pool")  # re-run: nothing new, the same quarantine row
+    assert again.ingested == 0 and again.skipped_existing == 2 and again.n_quarantined == 1
+    assert dump(ws) == before
+    bad.write_bytes(png(noise((20, 20), 12)))  # fixed (a PNG named .dcm is still a mismatch)
+    bad.rename(fixed := bad.with_suffix(".png"))
+    third = ingest(ws, str(src), "pool")
+    assert third.ingested == 1 and third.n_quarantined == 0
+    # the renamed file is a new ref; the old row stays until its path is fixed or cleaned up
+    fixed.rename(bad)
+    bad.write_bytes(dicom_bytes(dicom("MR_small.dcm")))
+    fourth = ingest(ws, str(src), "pool")
+    assert fourth.ingested == 1 and ws.catalog.scalar("SELECT count(*) FROM quarantine") == 0
+    uris = set(_sources(ws))
+    if mode == "path":
+        assert str(bad.resolve()) in uris
+    else:
+        assert source_pseudonym(str(src.resolve()), f"{PATIENT_DIR}/CT/IM0002.dcm",
+                                deid_salt(ws)) in uris
+        assert not [u for u in uris if "/" in u.removeprefix("ingest:").split("/", 1)[1]]
+
+
+def test_oracle_labels_match_pseudonymized_files_by_relative_path(tmp_path):
+    from medq.storage.annotation.simulated import file_truth
+    ws = _ws(tmp_path, "ws")
+    src = _patient_export(tmp_path / "export")
+    ingest(ws, str(src), "pool")
+    ids = _sources(ws)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"image": f"{PATIENT_DIR}/photo.PNG", "verdict": "good"}) + "\n")
+    photo = next(i for u, i in ids.items() if u.endswith(".png"))
+    assert file_truth(labels, ws.catalog)(list(ids.values())) == {}  # no salt: no path to match
+    got = file_truth(labels, ws.catalog, salt=lambda: deid_salt(ws))(list(ids.values()))
+    assert list(got) == [photo] and got[photo]["verdict"] == "good"
