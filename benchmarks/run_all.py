@@ -228,9 +228,31 @@ def sample_efficiency_section(d: dict) -> list[str]:
                        f"{_f(h.get('engine_vs_random_cost_ratio_mean'), '{:.2f}')}x per cost unit; "
                        f"target {h.get('target_ratio')}x: **{verdict}** (benchmarks/README.md "
                        "explains why and what would fix it).")]
+    strong = RESULTS / "sample_efficiency_strong_seed.json"
+    if d.get("_mode") == "full" and strong.is_file():
+        lines += ["", strong_seed_line(json.loads(strong.read_text()))]
     if d.get("plot"):
         lines += ["", f"![sample efficiency]({d['plot']})"]
     return lines
+
+
+def strong_seed_line(d: dict) -> str:
+    """One sentence on the supplementary strong-seed run (sample_efficiency_strong_seed.json)."""
+    p, st = d.get("params", {}), (d.get("summary") or {}).get("strategies") or {}
+
+    def ratios(name: str) -> str:
+        s = st.get(name) or {}
+        lab = (s.get("accuracy") or {}).get("ratio")
+        cost = (s.get("accuracy_vs_cost") or {}).get("ratio")
+        return (f"{_ms(lab, fmt='{:.2f}')}x per label, {_ms(cost, fmt='{:.2f}')}x per cost unit "
+                f"({(s.get('accuracy') or {}).get('reached_random_final', '-')})")
+    acc0 = [m.get("accuracy") for m in (d.get("seed_models") or {}).values()
+            if m.get("accuracy") is not None]
+    start = f"{100 * min(acc0):.0f}-{100 * max(acc0):.0f} %" if acc0 else "?"
+    return (f"Supplementary, strong seed model ({p.get('world')}; seed models at {start}; "
+            f"{len(p.get('seeds', []))} seeds x {p.get('rounds')} rounds, "
+            f"`benchmarks/results/sample_efficiency_strong_seed.json`): engine {ratios('engine')}; "
+            f"retrieval {ratios('retrieval')}.")
 
 
 def rows_for(name: str, d: dict) -> list[tuple[str, str]]:
@@ -394,7 +416,13 @@ def main(argv=None) -> int:
                    {"benchmark": "run_all", "generated_at": now_iso(), "machine": machine,
                     "mode": "quick" if args.quick else "full",
                     "seconds": round(time.perf_counter() - t, 1), "runs": runs})
-    table = render_table(load_results(), runs)
+    status_runs = runs
+    if args.table_only:  # why a benchmark has no result: the latest run_all status (full first)
+        status_runs = []
+        for f in (RESULTS / "quick" / "run_all.json", RESULTS / "run_all.json"):
+            if f.is_file():
+                status_runs += json.loads(f.read_text()).get("runs") or []
+    table = render_table(load_results(), status_runs)
     (RESULTS / "summary.md").write_text(table)
     if update_readme(args.readme, table):
         log(f"updated the table in {args.readme}")
