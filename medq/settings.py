@@ -101,6 +101,8 @@ class ModelSettings(BaseModel):
     hf_path: Path | None = Field(None, description="Local folder of a transformers MLLM.")
     vllm_endpoint: str | None = Field(None, description="OpenAI-compatible base URL of `vllm serve`.")
     vllm_model: str | None = None
+    vllm_api_key: SecretStr = Field(SecretStr(""), description="Bearer key of `vllm serve --api-key`"
+                                    " (empty: none). Never saved with a model version.")
     device: str = Field("auto", description="auto | cpu | cuda")
     seed: int = 0
     lite_epochs: int = Field(30, ge=1)

@@ -74,7 +74,20 @@ def load_model_version(workspace, version: str) -> QualityModel:
                                      f"{rows[0]['artifact_key']!r} cannot be read: {exc}") from exc
         shutil.rmtree(local, ignore_errors=True)
         staging.rename(local)
-    model = load_model(local)
+    model = load_model(local, **_load_kwargs(workspace, local))
     with _LOCK:
         _LOADED[cache_key] = model
     return model
+
+
+def _load_kwargs(workspace, folder: Path) -> dict:
+    """Settings a backend needs to reload that are never saved with the model: the vLLM
+    endpoint's API key (a secret) and this machine's endpoint, when configured."""
+    from medq.engine.models import read_manifest
+    if read_manifest(folder).get("backend") != "vllm":
+        return {}
+    m = workspace.settings.model
+    kwargs: dict = {"api_key": m.vllm_api_key}
+    if m.vllm_endpoint:
+        kwargs["endpoint"] = m.vllm_endpoint
+    return kwargs

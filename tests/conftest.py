@@ -20,7 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for key in [k for k in os.environ if k.startswith("MEDQ_")]:
     del os.environ[key]  # tests must not pick up a developer's settings
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.s3", "tests.fixtures.fake_openai", "tests.fixtures.labelstudio",
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.s3", "tests.fixtures.fake_openai",
+                  "tests.fixtures.fake_vllm", "tests.fixtures.labelstudio",
                   "tests.fixtures.dashboard_world"]
 
 

@@ -2,11 +2,14 @@
 
 Two ways to reach a model (``settings.model``):
 
-- **endpoint** (``vllm_endpoint`` set): an OpenAI-compatible ``vllm serve`` at that base URL.
-  MCQs are ``POST /v1/chat/completions`` with ``max_tokens=1, logprobs=true, top_logprobs=20,
-  temperature=0``; images travel as PNG data URIs. A version's LoRA adapter is a served model name
-  (``vllm serve BASE --enable-lora --lora-modules NAME=PATH``, or loaded at run time through
-  ``POST /v1/load_lora_adapter`` when the server allows runtime LoRA updates).
+- **endpoint** (``vllm_endpoint`` set): an OpenAI-compatible ``vllm serve`` at that base URL,
+  reached through an injected transport (:class:`ChatTransport`; by default
+  :class:`medq.storage.openai_chat.VLLMEndpointClient`, built from the URL, with
+  ``vllm_api_key`` as its bearer key). MCQs are ``POST /v1/chat/completions`` with
+  ``max_tokens=1, logprobs=true, top_logprobs=20, temperature=0``; images travel as PNG data
+  URIs. A version's LoRA adapter is a served model name (``vllm serve BASE --enable-lora
+  --lora-modules NAME=PATH``, or loaded at run time through ``POST /v1/load_lora_adapter`` when
+  the server allows runtime LoRA updates).
 - **offline** (no endpoint; ``hf_path`` is the model folder): ``vllm.LLM(...).chat(...)`` with
   ``SamplingParams(max_tokens=1, logprobs=20, temperature=0)`` and a ``LoRARequest`` per version.
 
@@ -20,20 +23,18 @@ and reading its prompt log-probability (``continue_final_message`` + ``prompt_lo
 
 vLLM does not train: :meth:`VLLMModel.fine_tune` runs the ``hf`` backend's LoRA SFT on the same
 base folder and serves the resulting adapter. The module imports without vLLM; the offline mode
-raises a clear :class:`ModelError` when vLLM is missing.
+raises a clear :class:`ModelError` when vLLM is missing. This module does no HTTP itself.
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from medq.engine.models.base import (
@@ -47,6 +48,9 @@ from medq.engine.models.base import (
 )
 from medq.engine.models.hf import _VERDICT_RE, COMPARE_PROMPT, DESCRIBE_PROMPT, mcq_prompt, to_pil
 from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 TOP_LOGPROBS = 20
 FLOOR_MARGIN = 1.0  # nats below the smallest listed log-probability
@@ -165,67 +169,26 @@ def openai_messages(text: str, images: Sequence[np.ndarray], answer_prefix: str 
 # Transports
 # ---------------------------------------------------------------------------------------------
 
-class EndpointClient:
-    """Minimal client of a running ``vllm serve`` (OpenAI-compatible chat completions)."""
+class ChatTransport(Protocol):
+    """What :class:`VLLMModel` needs from a running ``vllm serve`` (OpenAI-compatible API).
 
-    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 120.0, retries: int = 2):
-        self.base_url = base_url.rstrip("/")
-        self.base_url = self.base_url.removesuffix("/v1")
-        self.model = model
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-        self.retries = retries
-
-    def _post(self, path: str, payload: dict) -> dict:
-        import requests
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        url = f"{self.base_url}{path}"
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                r = requests.post(url, data=json.dumps(payload), headers=headers, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                last = exc
-            else:
-                if r.status_code < 500:
-                    if r.status_code >= 400:
-                        raise ModelError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
-                    return r.json()
-                last = ModelError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
-            time.sleep(min(2.0, 0.2 * 2 ** attempt))
-        raise ModelError(f"{url}: no answer after {self.retries + 1} tries: {last}")
-
-    def served_model(self) -> str:
-        if self.model:
-            return self.model
-        import requests
-        try:
-            r = requests.get(f"{self.base_url}/v1/models", timeout=self.timeout_s)
-            r.raise_for_status()
-            self.model = r.json()["data"][0]["id"]
-        except Exception as exc:
-            raise ModelError(f"{self.base_url}/v1/models: cannot find the served model: {exc}") from exc
-        return self.model
+    :class:`medq.storage.openai_chat.VLLMEndpointClient` implements it over HTTP; tests inject
+    in-memory fakes. Every method raises :class:`ModelError` on failure."""
 
     def chat(self, messages: list[dict], *, model: str | None = None, max_tokens: int = 1,
-             logprobs: bool = True, top_logprobs: int = TOP_LOGPROBS, **extra) -> dict:
-        payload = {"model": model or self.served_model(), "messages": messages,
-                   "max_tokens": max_tokens, "temperature": 0.0, **extra}
-        if logprobs:
-            payload.update({"logprobs": True, "top_logprobs": top_logprobs})
-        return self._post("/v1/chat/completions", payload)
+             logprobs: bool = True, top_logprobs: int = TOP_LOGPROBS, **extra: Any) -> dict:
+        """The raw ``/v1/chat/completions`` response JSON for `messages` at temperature 0
+        (`model` None: :meth:`served_model`; with `logprobs`, the first tokens' top
+        `top_logprobs`; `extra` fields such as ``prompt_logprobs`` go into the request)."""
+        ...
+
+    def served_model(self) -> str:
+        """The base model name the server serves (configured, or the first of ``/v1/models``)."""
+        ...
 
     def load_adapter(self, name: str, path: str) -> None:
-        """Ask the server to load a LoRA adapter under `name` (needs a server started with
-        ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``). Already loaded is fine."""
-        try:
-            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
-        except ModelError as exc:
-            if "already" not in str(exc).lower():
-                raise
+        """Make the LoRA adapter folder `path` servable as model `name`; already loaded is fine."""
+        ...
 
 
 def _import_vllm():
@@ -280,12 +243,20 @@ class VLLMModel(QualityModel):
     backend = "vllm"
 
     def __init__(self, version: str = "vllm-base", *, path: str | Path | None = None,
-                 endpoint: str | None = None, served_model: str | None = None, api_key: str | None = None,
+                 endpoint: str | None = None, served_model: str | None = None,
+                 api_key: SecretStr | str | None = None, client: ChatTransport | None = None,
                  adapter_path: str | Path | None = None, exact_missing: bool = False,
                  max_new_tokens: int = 256, lora_rank: int = 16, train_options: dict | None = None,
                  timeout_s: float = 120.0):
+        """`client` is the endpoint transport; without one, `endpoint` (a URL) gets the default
+        HTTP client (:meth:`endpoint_client`, with `served_model`, `api_key`, `timeout_s`)."""
         super().__init__(version)
-        if endpoint is None and path is None:
+        if client is None and endpoint:
+            client = self.endpoint_client(endpoint, served_model=served_model, api_key=api_key,
+                                          timeout_s=timeout_s)
+        if client is not None and endpoint is None:
+            endpoint = getattr(client, "base_url", None)
+        if client is None and path is None:
             raise ModelError("the vllm backend needs settings.model.vllm_endpoint (a running `vllm "
                              "serve`) or settings.model.hf_path (a local model folder for offline vLLM)")
         self.path = Path(path) if path else None
@@ -297,8 +268,17 @@ class VLLMModel(QualityModel):
         self.lora_rank = lora_rank
         self.train_options = dict(train_options or {})
         self.parent: str | None = None
-        self._client = EndpointClient(endpoint, served_model, api_key, timeout_s) if endpoint else None
+        self._client = client
         self._offline: _Offline | None = None
+
+    @staticmethod
+    def endpoint_client(endpoint: str, *, served_model: str | None = None,
+                        api_key: SecretStr | str | None = None, timeout_s: float = 120.0
+                        ) -> ChatTransport:
+        """The default transport to the ``vllm serve`` at `endpoint` (storage is imported here,
+        lazily, so the engine stays free of HTTP; building it does no I/O)."""
+        from medq.storage.openai_chat import VLLMEndpointClient
+        return VLLMEndpointClient(endpoint, served_model, api_key, timeout_s=timeout_s)
 
     @classmethod
     def from_settings(cls, settings=None, *, version: str | None = None, **kwargs) -> VLLMModel:
@@ -306,6 +286,7 @@ class VLLMModel(QualityModel):
             kwargs.setdefault("path", settings.hf_path)
             kwargs.setdefault("endpoint", settings.vllm_endpoint)
             kwargs.setdefault("served_model", settings.vllm_model)
+            kwargs.setdefault("api_key", getattr(settings, "vllm_api_key", None))
             kwargs.setdefault("lora_rank", settings.lora_rank)
             kwargs.setdefault("train_options", {
                 "device": settings.device, "lora_rank": settings.lora_rank,
@@ -336,7 +317,8 @@ class VLLMModel(QualityModel):
         """Top log-probabilities of the first answer token for each (text, images) prompt."""
         if self._client is not None:
             model = self._endpoint_model()
-            return [parse_chat_completion(self._client.chat(openai_messages(t, ims), model=model))[1]
+            return [parse_chat_completion(self._client.chat(openai_messages(t, ims), model=model,
+                                                            top_logprobs=TOP_LOGPROBS))[1]
                     for t, ims in prompts]
         eng = self._offline_engine()
         params = eng.SamplingParams(max_tokens=1, logprobs=TOP_LOGPROBS, temperature=0.0)
@@ -442,8 +424,7 @@ class VLLMModel(QualityModel):
         folder = Path(tempfile.mkdtemp(prefix=f"medq-vllm-{new_version}-"))
         tuned.save(folder)
         new = VLLMModel(new_version, path=self.path, endpoint=self.endpoint, served_model=self.served_model,
-                        api_key=self._client.api_key if self._client else None,
-                        adapter_path=folder / "adapter", exact_missing=self.exact_missing,
+                        client=self._client, adapter_path=folder / "adapter", exact_missing=self.exact_missing,
                         max_new_tokens=self.max_new_tokens, lora_rank=self.lora_rank,
                         train_options=self.train_options)
         new.parent = self.version
@@ -469,9 +450,10 @@ class VLLMModel(QualityModel):
 
     @classmethod
     def load(cls, folder: Path, *, endpoint: str | None = None, path: str | Path | None = None,
-             api_key: str | None = None, **kwargs) -> VLLMModel:
+             api_key: SecretStr | str | None = None, **kwargs) -> VLLMModel:
         """Reload; `endpoint` / `path` override the recorded ones (the server or base folder may
-        differ on this machine)."""
+        differ on this machine). The API key is never saved: pass `api_key` (or a ready
+        ``client=``) when the server needs one."""
         from medq.engine.models import read_manifest
         folder = Path(folder)
         meta = read_manifest(folder)

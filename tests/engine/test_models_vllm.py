@@ -1,12 +1,10 @@
 """The vllm backend without vLLM: log-probability parsing (letter spellings, missing-letter floor,
-exact scoring) and the endpoint client against a tiny local HTTP server that answers like
-``vllm serve``."""
+exact scoring), an injected in-memory transport, and the default HTTP transport against a tiny
+local server that answers like ``vllm serve`` (fixture ``fake_vllm``, tests/fixtures/fake_vllm.py;
+the client itself is tested in tests/storage/test_openai_chat.py)."""
 from __future__ import annotations
 
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ from medq.engine.models import ModelError, create_model, load_model
 from medq.engine.models.base import MCQ
 from medq.engine.models.vllm import (
     FLOOR_MARGIN,
-    EndpointClient,
     VLLMModel,
     last_prompt_logprob,
     letter_logprobs,
@@ -88,78 +85,44 @@ def test_parse_chat_completion():
         parse_chat_completion({"nothing": 1})
 
 
-# ------------------------------------------------------------------------------ fake vllm serve
-class FakeVLLM:
-    """Answers /v1/models, /v1/chat/completions and /v1/load_lora_adapter like vLLM. The first
-    token distribution depends on the served model name, so adapters are observable."""
+# ------------------------------------------------------------------------------ injected transport
+class MemoryTransport:
+    """An in-memory ChatTransport: records calls, answers "B" for adapters and "A" otherwise."""
 
     def __init__(self):
-        self.requests: list[dict] = []
-        self.loaded: list[dict] = []
-        outer = self
+        self.calls: list[tuple[str, dict]] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def served_model(self) -> str:
+        self.calls.append(("served_model", {}))
+        return "base"
 
-            def _send(self, code, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def load_adapter(self, name, path):
+        self.calls.append(("load_adapter", {"name": name, "path": str(path)}))
 
-            def do_GET(self):
-                if self.path == "/v1/models":
-                    return self._send(200, {"object": "list", "data": [{"id": "base-mllm", "object": "model"}]})
-                self._send(404, {"error": "not found"})
-
-            def do_POST(self):
-                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/v1/load_lora_adapter":
-                    if any(x["lora_name"] == data["lora_name"] for x in outer.loaded):
-                        return self._send(400, {"error": f"The lora adapter '{data['lora_name']}' has already been loaded."})
-                    outer.loaded.append(data)
-                    return self._send(200, {"status": "ok"})
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": "not found"})
-                outer.requests.append(data)
-                if data["model"] not in ["base-mllm"] + [x["lora_name"] for x in outer.loaded]:
-                    return self._send(404, {"error": f"The model `{data['model']}` does not exist."})
-                if data.get("continue_final_message"):
-                    letter = data["messages"][-1]["content"]
-                    return self._send(200, {"choices": [{"message": {"content": ""}}],
-                                            "prompt_logprobs": [None, {"7": {"logprob": -6.0, "rank": 40,
-                                                                             "decoded_token": letter}}]})
-                if not data.get("logprobs"):
-                    return self._send(200, {"choices": [{"message": {"role": "assistant",
-                                                                     "content": "Mild noise is visible."}}]})
-                tuned = data["model"] != "base-mllm"
-                top = [{"token": "B" if tuned else "A", "logprob": math.log(0.6)},
-                       {"token": " A" if tuned else " B", "logprob": math.log(0.3)},
-                       {"token": "The", "logprob": math.log(0.05)}]
-                self._send(200, {"choices": [{"message": {"content": top[0]["token"]}, "logprobs": {
-                    "content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
-                                 "top_logprobs": top[:data.get("top_logprobs", 20)]}]}}]})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def chat(self, messages, *, model=None, max_tokens=1, logprobs=True, top_logprobs=20, **extra):
+        self.calls.append(("chat", {"model": model, "max_tokens": max_tokens, "logprobs": logprobs,
+                                    "top_logprobs": top_logprobs, **extra}))
+        best = "A" if model == "base" else "B"
+        top = [{"token": best, "logprob": math.log(0.7)}, {"token": "C", "logprob": math.log(0.2)}]
+        return {"choices": [{"message": {"content": best},
+                             "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}]}
 
 
-@pytest.fixture
-def fake():
-    with FakeVLLM() as f:
-        yield f
+def test_injected_transport_needs_no_http(tmp_path):
+    transport = MemoryTransport()
+    model = VLLMModel("v0", client=transport)
+    ans = model.answer([_q("ABC")])[0]
+    assert ans.letter == "A" and ans.probs["B"] < ans.probs["C"] < ans.probs["A"]
+    assert transport.calls[-1] == ("chat", {"model": "base", "max_tokens": 1, "logprobs": True,
+                                            "top_logprobs": 20})
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    tuned = VLLMModel("round 1", client=transport, adapter_path=adapter)
+    assert tuned.answer([_q("AB")])[0].letter == "B"
+    assert ("load_adapter", {"name": "medq-round_1", "path": str(adapter)}) in transport.calls
+    assert tuned.describe([np.zeros((8, 8), np.float32)])  # generation goes through chat too
+    assert any(kind == "chat" and not kw["logprobs"] and kw["max_tokens"] == 256
+               for kind, kw in transport.calls)
 
 
 def _q(letters="ABC"):
@@ -167,10 +130,10 @@ def _q(letters="ABC"):
     return MCQ("q1", img, "How severe is the noise?", {k: t for k, t in zip(letters, ["None", "Mild", "Severe", "?"])})
 
 
-def test_endpoint_answers_with_probabilities(fake):
-    model = VLLMModel("v0", endpoint=fake.url + "/v1")
+def test_endpoint_answers_with_probabilities(fake_vllm):
+    model = VLLMModel("v0", endpoint=fake_vllm.url + "/v1")
     ans = model.answer([_q("ABC")])[0]
-    req = fake.requests[-1]
+    req = fake_vllm.requests[-1]
     assert req["model"] == "base-mllm" and req["max_tokens"] == 1 and req["temperature"] == 0.0
     assert req["logprobs"] is True and req["top_logprobs"] == 20
     content = req["messages"][0]["content"]
@@ -180,31 +143,31 @@ def test_endpoint_answers_with_probabilities(fake):
     assert ans.probs["C"] < ans.probs["B"] < ans.probs["A"]   # C is missing: floor
 
 
-def test_endpoint_exact_missing_letters(fake):
-    model = VLLMModel("v0", endpoint=fake.url, served_model="base-mllm", exact_missing=True)
+def test_endpoint_exact_missing_letters(fake_vllm):
+    model = VLLMModel("v0", endpoint=fake_vllm.url, served_model="base-mllm", exact_missing=True)
     ans = model.answer([_q("ABC")])[0]
-    exact_req = fake.requests[-1]
+    exact_req = fake_vllm.requests[-1]
     assert exact_req["continue_final_message"] is True and exact_req["add_generation_prompt"] is False
     assert exact_req["messages"][-1] == {"role": "assistant", "content": "C"}
     expected = np.array([0.6 + 0.0, 0.3, math.exp(-6.0)])
     assert ans.probs["C"] == pytest.approx(expected[2] / expected.sum())
 
 
-def test_endpoint_lora_per_version_and_describe(fake, tmp_path):
+def test_endpoint_lora_per_version_and_describe(fake_vllm, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    model = VLLMModel("round-2", endpoint=fake.url, served_model="base-mllm", adapter_path=adapter)
+    model = VLLMModel("round-2", endpoint=fake_vllm.url, served_model="base-mllm", adapter_path=adapter)
     ans = model.answer([_q("AB")])[0]
-    assert fake.loaded == [{"lora_name": "medq-round-2", "lora_path": str(adapter)}]
-    assert fake.requests[-1]["model"] == "medq-round-2" and ans.letter == "B"
+    assert fake_vllm.loaded == [{"lora_name": "medq-round-2", "lora_path": str(adapter)}]
+    assert fake_vllm.requests[-1]["model"] == "medq-round-2" and ans.letter == "B"
     model.answer([_q("AB")])  # already loaded: fine
-    assert len(fake.loaded) == 1
+    assert len(fake_vllm.loaded) == 1
     text = model.describe([np.zeros((16, 16), np.float32)])[0]
     assert text.startswith("Mild noise is visible.")
     assert text.endswith(("is good.", "is usable.", "is reject."))
     comp = model.compare([(np.zeros((16, 16)), np.ones((16, 16)))], explain=False)[0]
-    assert comp.better == "B" and len(fake.requests[-1]["messages"][0]["content"]) == 3
+    assert comp.better == "B" and len(fake_vllm.requests[-1]["messages"][0]["content"]) == 3
     # save / load keeps the adapter and the endpoint
     model.save(tmp_path / "saved")
     again = load_model(tmp_path / "saved")
@@ -213,13 +176,30 @@ def test_endpoint_lora_per_version_and_describe(fake, tmp_path):
     assert again.answer([_q("AB")])[0].letter == "B"
 
 
-def test_endpoint_errors(fake):
-    client = EndpointClient(fake.url, model="nope", retries=0)
-    with pytest.raises(ModelError, match="404"):
-        client.chat([{"role": "user", "content": "hi"}])
-    dead = EndpointClient("http://127.0.0.1:9", model="x", retries=0, timeout_s=2)
-    with pytest.raises(ModelError, match="no answer"):
-        dead.chat([{"role": "user", "content": "hi"}])
+def test_endpoint_model_errors_are_model_errors(fake_vllm):
+    model = VLLMModel("v0", endpoint=fake_vllm.url, served_model="nope")
+    with pytest.raises(ModelError, match="HTTP 404"):
+        model.answer([_q("AB")])
+
+
+def test_settings_build_the_endpoint_client_with_a_secret_key(tmp_path, monkeypatch):
+    from medq.storage.openai_chat import VLLMEndpointClient
+    from pydantic import SecretStr
+
+    from medq.settings import load_settings
+    monkeypatch.setenv("MEDQ_MODEL__VLLM_API_KEY", "sk-vllm-secret")
+    settings = load_settings(workspace=tmp_path / "ws",
+                             model={"backend": "vllm", "vllm_endpoint": "http://127.0.0.1:1/v1"})
+    assert isinstance(settings.model.vllm_api_key, SecretStr)
+    assert "sk-vllm-secret" not in repr(settings.model)
+    assert "sk-vllm-secret" not in str(settings.public_dict())
+    model = create_model(settings.model)
+    assert isinstance(model._client, VLLMEndpointClient) and model.endpoint == "http://127.0.0.1:1/v1"
+    assert model._client.base_url == "http://127.0.0.1:1"
+    assert model._client._http._key.get_secret_value() == "sk-vllm-secret"
+    assert "sk-vllm-secret" not in repr(model._client) and "sk-vllm-secret" not in repr(vars(model))
+    model.save(tmp_path / "saved")
+    assert "sk-vllm-secret" not in (tmp_path / "saved" / "model.json").read_text()
 
 
 def test_offline_without_vllm_is_a_clear_error(tmp_path, settings):

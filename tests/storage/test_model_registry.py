@@ -39,3 +39,22 @@ def test_unknown_and_broken_versions(workspace, trained):
                                                  "artifact_key": "models/ghost"}])
     with pytest.raises(registry.ModelRegistryError, match="cannot be read"):
         registry.load_model_version(workspace, "ghost")
+
+
+def test_registered_vllm_version_reloads_with_this_machines_key_and_endpoint(tmp_path):
+    """The API key is never saved with a model: a registered vLLM version gets it (and this
+    machine's endpoint) from the settings when it is loaded."""
+    from medq.engine.models.vllm import VLLMModel
+    from medq.settings import load_settings
+    from medq.storage.workspace import Workspace
+    ws = Workspace.init(load_settings(workspace=tmp_path / "ws", model={
+        "backend": "vllm", "vllm_endpoint": "http://127.0.0.1:2/v1",
+        "vllm_api_key": "sk-registry-secret"}))
+    registry.save_model(ws, VLLMModel("v-reg", endpoint="http://10.0.0.1:8000/v1",
+                                      served_model="base-mllm"))
+    registry._LOADED.clear()
+    again = registry.load_model_version(ws, "v-reg")
+    assert isinstance(again, VLLMModel) and again.endpoint == "http://127.0.0.1:2/v1"
+    assert again._client._http._key.get_secret_value() == "sk-registry-secret"
+    saved = (ws.root / "cache" / "models" / "v-reg" / "model.json").read_text()
+    assert "sk-registry-secret" not in saved and "10.0.0.1" in saved
