@@ -202,8 +202,8 @@ def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.n
     confidently-wrong rule together with `prototypes`. `auto_threshold` overrides
     ``lanes.auto_entropy`` (e.g. after :func:`adapt_auto_threshold`). `prototype_of` (n,): the
     prototype each candidate was retrieved for (None = unknown) and `retrieval_rank` (n,) its
-    selection order within that prototype (0 = first); with `prototypes` they order the expert
-    lane by ``lanes.expert_order`` (see the module docstring)."""
+    selection order within that prototype (0 = first); with `prototypes` they set the order in
+    which the budget funds the human lanes (``lanes.expert_order``, see the module docstring)."""
     lanes = _lanes_settings(settings)
     ids = list(image_ids)
     e = np.asarray(entropies, np.float64)
