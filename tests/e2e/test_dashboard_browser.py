@@ -3,8 +3,9 @@ driven by Debian's headless Chromium through the DevTools protocol.
 
 Checks that every view renders without an exception, that the headline numbers on the page equal
 the catalog's (computed here with plain SQL, not through the dashboard's own queries), that the
-per-view numbers match, and saves a screenshot of each view to docs/img/dashboard-<view>.png
-(``MEDQ_SCREENSHOT_DIR`` overrides the folder).
+per-view numbers match, and saves a screenshot of each view (``dashboard-<view>.png``) to a
+temporary folder, so a test run never changes tracked files; ``MEDQ_SCREENSHOT_DIR=docs/img``
+refreshes the README's screenshots.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-
 from medq.storage.catalog import loads
 
 pytestmark = pytest.mark.services
@@ -118,7 +119,13 @@ def _number(value: str) -> float:
 
 
 def _shot_dir() -> Path:
-    return Path(os.environ.get("MEDQ_SCREENSHOT_DIR") or REPO / "docs" / "img")
+    folder = os.environ.get("MEDQ_SCREENSHOT_DIR")
+    if folder:
+        path = Path(folder) if Path(folder).is_absolute() else REPO / folder
+    else:
+        path = Path(tempfile.gettempdir()) / "medq-dashboard-screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def test_headline_numbers_equal_the_catalog(server, browser, expected):
