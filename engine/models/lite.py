@@ -478,18 +478,7 @@ class LiteModel(QualityModel):
             if abs(prob_a - 0.5) < 0.02:  # verdicts cannot separate them: less severity wins
                 diff = b["severity"] - a["severity"]
                 prob_a = float(1 / (1 + np.exp(-2 * diff)))
-            winner, loser = (a, b) if prob_a >= 0.5 else (b, a)
-            first = "first" if prob_a >= 0.5 else "second"
-            second = "second" if first == "first" else "first"
-
-            def issues(att):
-                if not att["degradations"]:
-                    return "no obvious degradation"
-                return " and ".join(f"{'severe' if d['level'] == 2 else 'mild'} "
-                                    f"{degradation_text(d['type'])}" for d in att["degradations"])
-            text = (f"The {first} image has better quality than the {second}: the {second} shows "
-                    f"{issues(loser)}, while the {first} shows {issues(winner)}. The {first} image "
-                    f"is {winner['verdict']} and the {second} is {loser['verdict']}.")
+            text = comparison_text(a, b, prob_a, self.vocab.verdict_rank)
             out.append(Comparison("A" if prob_a >= 0.5 else "B", prob_a, text))
         return out
 
@@ -658,3 +647,40 @@ def _fit_temperature(logits, gold) -> tuple[float, float, float]:
     fvals = [nll(t) for t in fine]
     t = float(fine[int(np.argmin(fvals))])
     return t, nll(1.0), float(min(fvals))
+
+
+def _issues(att: dict) -> str:
+    if not att["degradations"]:
+        return "no obvious degradation"
+    return " and ".join(f"{'severe' if d['level'] == 2 else 'mild'} {degradation_text(d['type'])}"
+                        for d in att["degradations"])
+
+
+def comparison_text(a: dict, b: dict, prob_a: float, verdict_rank) -> str:
+    """Explanation of a comparison that never contradicts its own call.
+
+    `a`, `b`: predicted attributes (``verdict``, ``degradations``, ``severity``) of the first and
+    second image; `prob_a`: P(first better) (the call is the side with >= 0.5); `verdict_rank`:
+    verdict -> rank (0 = best). The call rests on the full verdict distributions, so the single
+    most likely verdicts or the named degradations can point the other way; the text then says
+    the call is close instead of stating both sides as facts that disagree with it."""
+    first_wins = prob_a >= 0.5
+    first, second = ("first", "second") if first_wins else ("second", "first")
+    winner, loser = (a, b) if first_wins else (b, a)
+    p = prob_a if first_wins else 1.0 - prob_a
+    rw, rl = verdict_rank(winner["verdict"]), verdict_rank(loser["verdict"])
+    close = p < 0.6 or rw > rl or winner["severity"] > loser["severity"]
+    parts = [f"The {first} image has better quality than the {second}"
+             + (f" (a close call: probability {p:.2f})." if close else ".")]
+    if winner["severity"] <= loser["severity"]:
+        parts.append(f"The {second} shows {_issues(loser)}, while the {first} shows "
+                     f"{_issues(winner)}.")
+    else:
+        parts.append(f"Both show degradation ({first}: {_issues(winner)}; {second}: "
+                     f"{_issues(loser)}); the verdict probabilities favour the {first}.")
+    if rw < rl:
+        parts.append(f"The {first} image is {winner['verdict']} and the {second} is "
+                     f"{loser['verdict']}.")
+    elif rw == rl:
+        parts.append(f"Both images are most likely {winner['verdict']}.")
+    return " ".join(parts)

@@ -190,3 +190,28 @@ def test_create_from_settings(settings):
     model = create_model(settings.model, version="v0")
     assert isinstance(model, LiteModel)
     assert model.config["epochs"] == 7 and model.config["seed"] == 9 and model.version == "v0"
+
+
+def test_comparison_text_never_contradicts_its_call():
+    from medq.engine.models.lite import comparison_text
+    rank = {"good": 0, "usable": 1, "reject": 2}.__getitem__
+
+    def att(verdict, degs=(), severity=0.0):
+        return {"verdict": verdict, "degradations": [{"type": t, "level": lv} for t, lv in degs],
+                "severity": severity}
+    clean, noisy = att("good"), att("reject", [("gaussian_noise", 2)], 2.0)
+    text = comparison_text(clean, noisy, 0.9, rank)
+    assert text.startswith("The first image has better quality than the second.")
+    assert "The second shows severe" in text
+    assert "The first image is good and the second is reject" in text
+    flipped = comparison_text(noisy, clean, 0.1, rank)  # same pair, other order
+    assert flipped.startswith("The second image has better quality than the first.")
+    # the call (from the full distributions) against the single most likely verdicts and the
+    # named degradations: a close call, and no sentence claiming the opposite as fact
+    odd = comparison_text(att("reject", [("blur", 1)], 1.0), att("good", [], 0.0), 0.55, rank)
+    assert "close call: probability 0.55" in odd
+    assert "is reject and the second is good" not in odd and "while the first" not in odd
+    assert "the verdict probabilities favour the first" in odd
+    same = comparison_text(att("usable", [("blur", 1)], 1.0), att("usable", [("blur", 2)], 2.0),
+                           0.7, rank)
+    assert "Both images are most likely usable." in same and "close call" not in same
