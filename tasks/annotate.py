@@ -112,3 +112,64 @@ def collect_annotations(workspace: str, round_id: str, annotator: str, timeout_s
     keep = ("inserted", "updated", "unchanged", "quarantined", "deleted")
     return {"tasks": len(task_ids), "pending": waited.status.pending, "wait": waited.state,
             **{k: counts.get(k, 0) for k in keep}}
+
+
+# -- outside a round: paired comparisons and on-demand pulls (Label Studio) --------------------
+def pair_task_id(round_id: str, image_a: str, image_b: str) -> str:
+    """Stable id of the comparison of `image_a` (A) with `image_b` (B) in `round_id`."""
+    return f"{round_id}:pair:{image_a}:{image_b}"
+
+
+@task(name="submit-pairs", retries=2, retry_delay_seconds=[2, 5])
+def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) -> dict[str, Any]:
+    """Send A/B comparisons of catalog images to Label Studio's paired project.
+
+    `pairs`: (image A, image B) image ids; the annotator says which has the better quality (the
+    answers land in ``annotations.better`` on the next pull). Idempotent: a pair already sent is
+    not sent again. Unknown image ids or an image compared with itself fail before anything is
+    recorded."""
+    from medq.storage.labelstudio import LabelStudioBackend
+    ws = open_workspace(workspace)
+    pairs = [(str(a), str(b)) for a, b in pairs]
+    same = [a for a, b in pairs if a == b]
+    if same:
+        raise MedQError(f"pairs compare an image with itself: {same[:5]}")
+    wanted = sorted({i for p in pairs for i in p})
+    images = {r["image_id"]: r for r in ws.catalog.query(
+        "SELECT image_id, object_key, modality FROM images WHERE image_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [wanted])}
+    unknown = [i for i in wanted if i not in images]
+    if unknown:
+        raise MedQError(f"{len(unknown)} image id(s) of the pairs are not in the catalog "
+                        f"{ws.catalog.path}: {unknown[:5]}")
+    requests = [AnnotationRequest(
+        task_id=pair_task_id(round_id, a, b), round_id=round_id, image_id=a, lane="paired",
+        uncertainty=0.0, image_key=images[a]["object_key"], modality=images[a]["modality"],
+        prediction={"image_b_id": b, "image_b_key": images[b]["object_key"]})
+        for a, b in dict.fromkeys(pairs)]
+    known = {r["task_id"]: r["status"] for r in ws.catalog.query(
+        "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [[r.task_id for r in requests]])}
+    ws.catalog.upsert("annotation_tasks", [
+        {"task_id": r.task_id, "round_id": round_id, "image_id": r.image_id, "lane": "paired",
+         "backend": "labelstudio", "status": "queued", "uncertainty": 0.0,
+         "prediction": r.prediction} for r in requests if r.task_id not in known])
+    backend = backend_for(workspace, "labelstudio")
+    if not isinstance(backend, LabelStudioBackend):  # pragma: no cover - registry invariant
+        raise MedQError("paired comparisons need the Label Studio backend")
+    external = backend.submit([r for r in requests if known.get(r.task_id) != "deleted"])
+    return {"pairs": len(requests), "new": sum(r.task_id not in known for r in requests),
+            "sent": len(external), "round_id": round_id,
+            "project": backend.project_id("paired")}
+
+
+@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5])
+def pull_annotations(workspace: str, full: bool = False) -> dict[str, Any]:
+    """Pull every Label Studio annotation of the workspace's tasks into the catalog now (late
+    annotations, edits, deletions, paired comparisons); see
+    :func:`medq.storage.labelstudio.pull_into_catalog`. `full`: re-read every annotated task
+    instead of those updated since the last pull of this process."""
+    from medq.storage.labelstudio import pull_into_catalog
+    ws = open_workspace(workspace)
+    counts = pull_into_catalog(ws, backend_for(workspace, "labelstudio"), None, full=full)
+    return {k: v for k, v in counts.items() if k not in ("deleted_tasks", "removed_annotations")}

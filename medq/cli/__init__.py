@@ -13,7 +13,7 @@ app = typer.Typer(name="medq", help="MedQ: active-learning data engine for medic
                   pretty_exceptions_enable=False)
 
 # Modules that contribute commands; each exposes register(app).
-_AREAS = ("core", "synth", "data", "evaluate", "loop", "dashboard")
+_AREAS = ("core", "synth", "data", "evaluate", "loop", "annotate", "dashboard")
 
 
 def _register_all() -> None:

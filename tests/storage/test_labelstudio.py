@@ -414,3 +414,74 @@ def test_annotations_deleted_in_label_studio_leave_the_catalog(ls):
     gone = pull_into_catalog(ws, b, task_ids, full=True)
     assert gone["deleted_tasks"] == [f"rd:{imgs[10]}"] and gone["removed"] == 0
     assert f"ls:{a4.id}" in rows()
+
+
+def test_cli_pairs_and_pull(labelstudio_server, tmp_path_factory, monkeypatch):
+    """`medq annotate pairs` sends comparisons of catalog images to the paired project (twice:
+    nothing new), a person answers one, `medq annotate pull --json` stores it; bad input fails
+    with a clear message before anything is sent."""
+    from medq.tasks._runtime import forget_workspaces
+    from medq.tasks.annotate import _BACKENDS
+    from typer.testing import CliRunner
+
+    from medq.cli import app
+    srv = labelstudio_server
+    root = tmp_path_factory.mktemp("ls-cli") / "ws"
+    env = {"MEDQ_LABELSTUDIO__URL": srv.url, "MEDQ_LABELSTUDIO__TOKEN": srv.token,
+           "MEDQ_LABELSTUDIO__LOCAL_FILES_ROOT": str(srv.files_root),
+           "MEDQ_LABELSTUDIO__PROJECT_TITLE": f"T{root.parent.name}"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    ws = Workspace.init(load_settings(workspace=root))
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(3):
+        data = _png(rng)
+        rows.append({"image_id": f"p{i}", "object_key": ws.objects.put_bytes(content_key(data), data),
+                     "modality": "MRI"})
+    ws.catalog.upsert("images", rows)
+    pairs = root.parent / "pairs.csv"
+    pairs.write_text("image_a,image_b\np0,p1\np0,p2\n")
+    runner = CliRunner()
+    try:
+        first = runner.invoke(app, ["annotate", "pairs", str(pairs), "-w", str(root), "--json"])
+        assert first.exit_code == 0, first.output
+        out = json.loads(first.stdout)
+        assert (out["pairs"], out["new"], out["sent"]) == (2, 2, 2)
+        again = json.loads(runner.invoke(app, ["annotate", "pairs", str(pairs), "-w", str(root),
+                                               "--json"]).stdout)
+        assert again["new"] == 0 and again["pairs"] == 2
+
+        bad = root.parent / "bad.csv"
+        bad.write_text("image_a,image_b\np0,nope\n")
+        res = runner.invoke(app, ["annotate", "pairs", str(bad), "-w", str(root)])
+        said = " ".join(res.output.split())  # the error console wraps long lines
+        assert res.exit_code == 1 and "not in the catalog" in said and "nope" in said
+        bad.write_text("a,b\np0,p1\n")
+        res = runner.invoke(app, ["annotate", "pairs", str(bad), "-w", str(root)])
+        said = " ".join(res.output.split())
+        assert res.exit_code == 1 and "missing column(s) ['image_a', 'image_b']" in said
+
+        from medq.tasks._runtime import open_workspace
+        cat = open_workspace(str(root)).catalog
+        tasks = {r["task_id"]: r for r in cat.query(
+            "SELECT task_id, external_id, lane, status FROM annotation_tasks ORDER BY task_id")}
+        assert set(tasks) == {"pairs:pair:p0:p1", "pairs:pair:p0:p2"}
+        assert all(t["lane"] == "paired" and t["status"] == "sent" and t["external_id"]
+                   for t in tasks.values())
+        client = LabelStudioClient(srv.url, srv.token)
+        try:
+            client.sdk.annotations.create(int(tasks["pairs:pair:p0:p2"]["external_id"]),
+                                          result=labels_to_result({"better": "A"}))
+        finally:
+            client.close()
+        pulled = runner.invoke(app, ["annotate", "pull", "-w", str(root), "--json"])
+        assert pulled.exit_code == 0, pulled.output
+        counts = json.loads(pulled.stdout)
+        assert counts["inserted"] == 1 and counts["paired"] == 1
+        row = cat.query("SELECT image_id, image_b_id, better, verdict FROM annotations")
+        assert row == [{"image_id": "p0", "image_b_id": "p2", "better": "A", "verdict": None}]
+    finally:
+        for key in [k for k in _BACKENDS if k[0] == str(root)]:
+            _BACKENDS.pop(key).close()
+        forget_workspaces()
