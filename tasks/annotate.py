@@ -13,6 +13,7 @@ from medq.storage.annotation.records import upsert_annotations
 from medq.storage.catalog import loads
 from medq.tasks._runtime import fault_point, open_workspace
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from medq.errors import MedQError
 
@@ -120,7 +121,7 @@ def pair_task_id(round_id: str, image_a: str, image_b: str) -> str:
     return f"{round_id}:pair:{image_a}:{image_b}"
 
 
-@task(name="submit-pairs", retries=2, retry_delay_seconds=[2, 5])
+@task(name="submit-pairs", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) -> dict[str, Any]:
     """Send A/B comparisons of catalog images to Label Studio's paired project.
 
@@ -163,7 +164,7 @@ def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) ->
             "project": backend.project_id("paired")}
 
 
-@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5])
+@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def pull_annotations(workspace: str, full: bool = False) -> dict[str, Any]:
     """Pull every Label Studio annotation of the workspace's tasks into the catalog now (late
     annotations, edits, deletions, paired comparisons); see
