@@ -813,16 +813,18 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
 def _resolve_quarantine(tx, stored: Sequence[str], current: dict[str, set[str]]) -> int:
     """Drop the annotation-quarantine rows that no longer describe a problem: the annotation was
     fixed in Label Studio (it is among `stored` now), or deleted there (its task was read in this
-    pull, `current`: task_id -> its annotation ids, and it is no longer listed). Returns how
-    many rows were dropped."""
-    rows = tx.query("SELECT quarantine_id, ref, payload FROM quarantine WHERE stage = 'annotation' "
-                    "AND ref LIKE 'ls:%'")
+    pull, `current`: task_id -> its annotation ids, and it is no longer listed). Only the rows of
+    those annotations and tasks are read. Returns how many rows were dropped."""
+    if not stored and not current:
+        return 0
+    rows = tx.query(
+        "SELECT quarantine_id, ref, json_extract_string(payload, '$.task_id') AS task_id "
+        "FROM quarantine WHERE stage = 'annotation' AND ref LIKE 'ls:%' AND (ref IN "
+        "(SELECT unnest(?::VARCHAR[])) OR json_extract_string(payload, '$.task_id') IN "
+        "(SELECT unnest(?::VARCHAR[])))", [list(stored), list(current)])
     ok = set(stored)
-    drop = []
-    for r in rows:
-        task = (loads(r["payload"], {}) or {}).get("task_id")
-        if r["ref"] in ok or (task in current and r["ref"] not in current[task]):
-            drop.append(r["quarantine_id"])
+    drop = [r["quarantine_id"] for r in rows
+            if r["ref"] in ok or (r["task_id"] in current and r["ref"] not in current[r["task_id"]])]
     if drop:
         tx.execute("DELETE FROM quarantine WHERE quarantine_id IN (SELECT unnest(?::VARCHAR[]))",
                    [drop])

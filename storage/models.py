@@ -56,8 +56,8 @@ def load_model_version(workspace, version: str) -> QualityModel:
     with _LOCK:
         if cache_key in _LOADED:
             return _LOADED[cache_key]
-    rows = workspace.catalog.query("SELECT artifact_key FROM model_versions WHERE version = ?",
-                                   [version])
+    rows = workspace.catalog.query("SELECT artifact_key, backend FROM model_versions "
+                                   "WHERE version = ?", [version])
     if not rows or not rows[0]["artifact_key"]:
         known = [r["version"] for r in workspace.catalog.query(
             "SELECT version FROM model_versions ORDER BY created_at DESC LIMIT 5")]
@@ -74,17 +74,16 @@ def load_model_version(workspace, version: str) -> QualityModel:
                                      f"{rows[0]['artifact_key']!r} cannot be read: {exc}") from exc
         shutil.rmtree(local, ignore_errors=True)
         staging.rename(local)
-    model = load_model(local, **_load_kwargs(workspace, local))
+    model = load_model(local, **_load_kwargs(workspace, rows[0]["backend"]))
     with _LOCK:
         _LOADED[cache_key] = model
     return model
 
 
-def _load_kwargs(workspace, folder: Path) -> dict:
+def _load_kwargs(workspace, backend: str | None) -> dict:
     """Settings a backend needs to reload that are never saved with the model: the vLLM
     endpoint's API key (a secret) and this machine's endpoint, when configured."""
-    from medq.engine.models import read_manifest
-    if read_manifest(folder).get("backend") != "vllm":
+    if backend != "vllm":
         return {}
     m = workspace.settings.model
     kwargs: dict = {"api_key": m.vllm_api_key}

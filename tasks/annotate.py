@@ -135,33 +135,30 @@ def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) ->
     same = [a for a, b in pairs if a == b]
     if same:
         raise MedQError(f"pairs compare an image with itself: {same[:5]}")
-    wanted = sorted({i for p in pairs for i in p})
+    image_ids = sorted({i for p in pairs for i in p})
     images = {r["image_id"]: r for r in ws.catalog.query(
-        "SELECT image_id, object_key, modality FROM images WHERE image_id IN "
-        "(SELECT unnest(?::VARCHAR[]))", [wanted])}
-    unknown = [i for i in wanted if i not in images]
+        "SELECT image_id, object_key FROM images WHERE image_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [image_ids])}
+    unknown = [i for i in image_ids if i not in images]
     if unknown:
         raise MedQError(f"{len(unknown)} image id(s) of the pairs are not in the catalog "
                         f"{ws.catalog.path}: {unknown[:5]}")
-    requests = [AnnotationRequest(
-        task_id=pair_task_id(round_id, a, b), round_id=round_id, image_id=a, lane="paired",
-        uncertainty=0.0, image_key=images[a]["object_key"], modality=images[a]["modality"],
-        prediction={"image_b_id": b, "image_b_key": images[b]["object_key"]})
-        for a, b in dict.fromkeys(pairs)]
-    known = {r["task_id"]: r["status"] for r in ws.catalog.query(
-        "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
-        "(SELECT unnest(?::VARCHAR[]))", [[r.task_id for r in requests]])}
+    ids = list(dict.fromkeys(pair_task_id(round_id, a, b) for a, b in pairs))
+    known = {r["task_id"] for r in ws.catalog.query(
+        "SELECT task_id FROM annotation_tasks WHERE task_id IN (SELECT unnest(?::VARCHAR[]))",
+        [ids])}
     ws.catalog.upsert("annotation_tasks", [
-        {"task_id": r.task_id, "round_id": round_id, "image_id": r.image_id, "lane": "paired",
-         "backend": "labelstudio", "status": "queued", "uncertainty": 0.0,
-         "prediction": r.prediction} for r in requests if r.task_id not in known])
+        {"task_id": pair_task_id(round_id, a, b), "round_id": round_id, "image_id": a,
+         "lane": "paired", "backend": "labelstudio", "status": "queued", "uncertainty": 0.0,
+         "prediction": {"image_b_id": b, "image_b_key": images[b]["object_key"]}}
+        for a, b in dict.fromkeys(pairs) if pair_task_id(round_id, a, b) not in known])
     backend = backend_for(workspace, "labelstudio")
     if not isinstance(backend, LabelStudioBackend):  # pragma: no cover - registry invariant
         raise MedQError("paired comparisons need the Label Studio backend")
-    external = backend.submit([r for r in requests if known.get(r.task_id) != "deleted"])
-    return {"pairs": len(requests), "new": sum(r.task_id not in known for r in requests),
-            "sent": len(external), "round_id": round_id,
-            "project": backend.project_id("paired")}
+    wanted = set(ids)  # the round's other tasks are not ours to (re)send; deleted ones stay gone
+    external = backend.submit([r for r in _requests(workspace, round_id) if r.task_id in wanted])
+    return {"pairs": len(ids), "new": len(wanted - known), "sent": len(external),
+            "round_id": round_id, "project": backend.project_id("paired")}
 
 
 @task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)

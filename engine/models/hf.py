@@ -159,15 +159,15 @@ def load_processor(path: Path):
     from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
     path = Path(path)
     try:
-        return AutoProcessor.from_pretrained(str(path))
+        return AutoProcessor.from_pretrained(str(path), local_files_only=True)
     except Exception as first:  # noqa: BLE001 - fall back below, re-raise if that fails too
         try:
             import transformers
             from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-            model_type = AutoConfig.from_pretrained(str(path)).model_type
+            model_type = AutoConfig.from_pretrained(str(path), local_files_only=True).model_type
             cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
-            tok = AutoTokenizer.from_pretrained(str(path))
-            img = AutoImageProcessor.from_pretrained(str(path))
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            img = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
             template = getattr(tok, "chat_template", None)
             for name in ("chat_template.jinja", "chat_template.json"):
                 f = path / name
@@ -225,7 +225,8 @@ class _Runtime:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         try:
-            model = AutoModelForImageTextToText.from_pretrained(str(self.path), dtype=self.dtype)
+            model = AutoModelForImageTextToText.from_pretrained(str(self.path), dtype=self.dtype,
+                                                                local_files_only=True)
         except Exception as exc:
             raise ModelError(f"{path}: cannot load as an image-text-to-text model: {exc}") from exc
         self.model = model.to(self.device).eval()

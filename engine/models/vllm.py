@@ -209,6 +209,9 @@ class _Offline:
     """One ``vllm.LLM`` per base folder in this process (LoRA enabled)."""
 
     def __init__(self, path: Path, lora_rank: int):
+        if not Path(path).is_dir():  # a hub name would make vLLM download: local folders only
+            raise ModelError(f"vllm offline mode needs a local model folder; {path} is not one "
+                             "(settings.model.hf_path)")
         LLM, self.SamplingParams, self.LoRARequest = _import_vllm()
         key = (str(Path(path).resolve()), lora_rank)
         if key not in _ENGINES:

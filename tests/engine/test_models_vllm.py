@@ -216,3 +216,10 @@ def test_offline_without_vllm_is_a_clear_error(tmp_path, settings):
         create_model(settings.model)
     settings.model.vllm_endpoint = "http://127.0.0.1:1"
     assert isinstance(create_model(settings.model), VLLMModel)
+
+
+def test_offline_mode_never_takes_a_hub_name():
+    """A hub id instead of a local folder would make vLLM download weights: refused first."""
+    model = VLLMModel("v0", path="Qwen/Qwen2-VL-2B-Instruct")
+    with pytest.raises(ModelError, match="needs a local model folder"):
+        model.answer([_q("AB")])
