@@ -45,7 +45,7 @@ def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
     """The loop's evaluation of a model version (judge "rules", as ``evaluate_flow``)."""
     from medq.flows.evaluate import evaluate_model
     from medq.tasks.evaluate import load_model
-    from medq.tasks.models import existing_evaluation
+    from medq.tasks.training import existing_evaluation
     done = existing_evaluation.fn(ws, version)
     if done is not None:
         return done
@@ -55,7 +55,7 @@ def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
 
 def bootstrap(ws: str, seed: int) -> dict:
     """``flows/bootstrap.py``: train, evaluate and promote the seed model (idempotent)."""
-    from medq.tasks.models import promote_if_better, seed_dataset, train_model
+    from medq.tasks.training import promote_if_better, seed_dataset, train_model
     from medq.tasks.rounds import current_champion
     champion = current_champion.fn(ws)
     if champion is None:
@@ -148,7 +148,7 @@ def _curate(ws: str, round_id: str, model_in: str) -> dict:
 
 def _finetune(ws: str, round_id: str, model_in: str, dataset_id: str, seed: int) -> dict:
     """``flows/finetune.py``."""
-    from medq.tasks.models import promote_if_better, train_model
+    from medq.tasks.training import promote_if_better, train_model
     trained = train_model.fn(ws, model_in, dataset_id, round_id, seed)
     evaluate_version(ws, trained["version"], round_id)
     return {**promote_if_better.fn(ws, round_id, trained["version"], model_in),

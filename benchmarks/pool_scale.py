@@ -139,7 +139,7 @@ def round_queries(mix: Mixture, n: int, rng: np.random.Generator, n_protos: int 
 
 
 def exact_truth(mix: Mixture, n: int, queries: np.ndarray, k: int):
-    from medq.storage.vectors import _ExactTopK
+    from medq.storage.pool_index import _ExactTopK
     acc = _ExactTopK(queries, k)
     t = time.perf_counter()
     for ids, x in mix.batches(n):
@@ -161,7 +161,7 @@ def bench_kind(kind: str, n: int, settings_json: dict, truth_q: np.ndarray, trut
                round_q: np.ndarray, k_round: int, memmap_path: str | None = None) -> dict:
     """One (size, kind) measurement; runs in a fresh process so that memory is its own."""
     from medq.settings import IndexSettings
-    from medq.storage.vectors import PoolIndex, _ExactTopK, recall_at_k
+    from medq.storage.pool_index import PoolIndex, _ExactTopK, recall_at_k
     settings = IndexSettings(**settings_json)
     mix = Mixture(seed=0)
     truth = _ExactTopK(truth_q, truth_i.shape[1])
@@ -212,7 +212,7 @@ def bench_scoring(n: int, mix: Mixture, settings, round_q: np.ndarray, rng) -> d
     """The real selection on top of a flat-index search: how many images get scored."""
     from medq.engine.discover import Prototype
     from medq.engine.explore import (Anchor, allocate_budget, retrieval_k, select_candidates)
-    from medq.storage.vectors import PoolIndex
+    from medq.storage.pool_index import PoolIndex
     n_protos, per = 12, 3
     protos = [Prototype(f"p{i}", "r", ["m"], [0], 0, "m", None, round_q[i * per], float(
         rng.uniform(1, 10)), 0.2, None, None, None, None, "", False, 0.0) for i in range(n_protos)]
@@ -353,7 +353,7 @@ def main(argv=None) -> dict:
                 print(json.dumps(r), file=sys.stderr)
                 entry["kinds"].append(r)
             del store
-        from medq.storage.vectors import choose_index_kind
+        from medq.storage.pool_index import choose_index_kind
         entry["auto_kind"] = choose_index_kind(n, settings)
         print(f"n={n} scoring ...", file=sys.stderr)
         entry["scoring"] = bench_scoring(n, mix, settings, round_q, rng)

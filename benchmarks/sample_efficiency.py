@@ -98,7 +98,7 @@ def copy_workspace(src: Path, dst: Path) -> None:
 
 def release(ws: Path) -> None:
     """Forget the process caches that hold this workspace (catalog handles, models, backends)."""
-    from medq.storage import models as model_store
+    from medq.storage import model_registry as model_store
     from medq.tasks import annotate
     from medq.tasks._runtime import forget_workspaces
     forget_workspaces()
@@ -113,8 +113,8 @@ def generate_world(folder: Path, args) -> Path:
     the writer removes stale files of another spec)."""
     from dataclasses import replace
 
-    from medq.storage.world import read_world_spec, write_world
-    from medq.tasks.world import demo_world_spec
+    from medq.storage.world_writer import read_world_spec, write_world
+    from medq.tasks.world_setup import demo_world_spec
     spec = demo_world_spec(args.world_seed, eval_size=args.eval_size, pool_size=args.pool_size,
                            seed_size=args.seed_size)
     # the demo's biases (MRI + endoscopy: x0.05 in the seed set, 10 % of the pool) unless changed
@@ -133,7 +133,7 @@ def world_workspace(world: Path, work: Path, backend: str,
     """Load the world and build embedder + pool embeddings + index once (seed 0)."""
     from _loop import prepare_pool
     from medq.tasks._runtime import open_workspace
-    from medq.tasks.world import load_world_task
+    from medq.tasks.world_setup import load_world_task
     from prefect.logging import disable_run_logger
     ws = work / "world-ws"
     saved = ws / PROGRESS

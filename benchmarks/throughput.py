@@ -111,7 +111,7 @@ def bench_scoring(ws: str, version: str, n: int) -> dict:
     """Verdict-question answers of the seed model on `n` unseen pool images, cold and warm."""
     from medq.engine.models import lite
     from medq.storage.images import load_images
-    from medq.storage.models import load_model_version
+    from medq.storage.model_registry import load_model_version
     from medq.tasks._runtime import open_workspace
     from medq.tasks.explore import verdict_scores
     w = open_workspace(ws)
@@ -141,9 +141,9 @@ def bench_scoring(ws: str, version: str, n: int) -> dict:
 def bench_rounds(work: Path, args) -> dict:
     """World -> workspace -> bootstrap -> `args.rounds` engine rounds (driver), timed per step."""
     from _loop import bootstrap, round_config, run_round
-    from medq.storage.world import write_world
+    from medq.storage.world_writer import write_world
     from medq.tasks._runtime import open_workspace
-    from medq.tasks.world import demo_world_spec, load_world_task
+    from medq.tasks.world_setup import demo_world_spec, load_world_task
     from prefect.logging import disable_run_logger
     from sample_efficiency import copy_workspace, release, write_config
     out: dict = {"world": {"eval_size": args.eval_size, "pool_size": args.pool_size,

@@ -1,6 +1,6 @@
 """Explore: plan retrieval from the pool around failure prototypes (pure; arrays in, records out).
 
-The flow around these functions (the I/O lives in :mod:`medq.storage.vectors`):
+The flow around these functions (the I/O lives in :mod:`medq.storage.pool_index`):
 
 1. :func:`allocate_budget`: split the round's candidate budget (items the model will score,
    ``settings.loop.candidates_per_round``) over prototypes in proportion to their budget weight

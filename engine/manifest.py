@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 from medq.engine import taxonomy
-from medq.engine.world import (
+from medq.engine.world_plan import (
     Draws,
     Mix,
     Selection,
@@ -89,7 +89,7 @@ def manifest_rows(size: int, seed: int, mix: Mix | None = None,
                   rare: Selection | None = None) -> pa.Table:
     """Rows ``[start, stop)`` (default all `size`) of the manifest of `size` rows as an Arrow
     table with :data:`SCHEMA`. `refs` lists the base references per modality (from
-    :func:`medq.storage.sources.base_refs`)."""
+    :func:`medq.storage.base_images.base_refs`)."""
     if refs is None:
         raise WorldSpecError("manifest_rows needs the base image references per modality (refs)")
     if size < 0:

@@ -3,7 +3,7 @@ closed loop with simulated annotators for a few rounds."""
 from __future__ import annotations
 
 from medq.flows.engine_loop import engine_loop
-from medq.tasks.world import load_world_task, synthesize_world
+from medq.tasks.world_setup import load_world_task, synthesize_world
 from prefect import flow
 
 

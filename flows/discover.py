@@ -4,7 +4,7 @@ from __future__ import annotations
 from medq.flows.evaluate import evaluate_flow
 from medq.tasks.discover import collect_failures, find_prototypes, save_discovery
 from medq.tasks.embed import embed_images, ensure_embedder
-from medq.tasks.models import existing_evaluation
+from medq.tasks.training import existing_evaluation
 from medq.tasks.rounds import load_checkpoint
 from prefect import flow
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Label Studio for MedQ: install into its own venv, start / stop / status on 127.0.0.1.
 #
-# CLI contract (used by infra/install.sh, storage/services.py and tests/fixtures/labelstudio.py):
+# CLI contract (used by infra/install.sh, storage/service_supervisor.py and tests/fixtures/labelstudio.py):
 #
 #   infra/labelstudio.sh install   Create $MEDQ_LS_VENV and pip-install label-studio==$MEDQ_LS_VERSION.
 #                                  Idempotent: does nothing when the venv already runs that version.

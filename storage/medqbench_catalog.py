@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from medq.engine.formats import medqbench as fmt
 from medq.engine.formats.medqbench import FormatError
-from medq.engine.formats.world import (
+from medq.engine.formats.world_labels import (
     parse_degradations,
     parse_level,
     unknown_types,

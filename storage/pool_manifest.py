@@ -43,8 +43,8 @@ from medq.engine.manifest import (
     row_degradations,
 )
 from medq.engine.questions import describe
-from medq.engine.world import Mix, Selection, base_size
-from medq.storage import sources
+from medq.engine.world_plan import Mix, Selection, base_size
+from medq.storage import base_images as sources
 
 from medq.errors import MedQError
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from medq.engine.formats.medqbench import FormatError
-from medq.engine.formats.world import parse_label_line, unknown_types
+from medq.engine.formats.world_labels import parse_label_line, unknown_types
 from medq.storage.ingest import sniff as sn
 from medq.storage.ingest.errors import Rejected, reason_code
 from medq.storage.ingest.pipeline import IngestOptions, deid_salt, image_item_id, quarantine_id

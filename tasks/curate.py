@@ -54,7 +54,7 @@ def human_labels(workspace: str, round_id: str) -> list[dict]:
 @task(name="auto-labels", retries=1, cache_policy=NO_CACHE)
 def auto_labels(workspace: str, round_id: str, model_version: str) -> list[dict]:
     """Pseudo-labels from the model for auto-lane items that were not spot-checked."""
-    from medq.storage.models import load_model_version
+    from medq.storage.model_registry import load_model_version
     ws = open_workspace(workspace)
     rows = ws.catalog.query(
         "SELECT r.image_id, i.modality FROM routes r JOIN images i USING (image_id) "

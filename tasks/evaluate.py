@@ -113,12 +113,12 @@ def load_eval_items(workspace: str, split: str = "eval") -> list[EvalItem]:
 
 
 def resolve_model_version(workspace, version: str) -> QualityModel:
-    """Load `version` through the model registry (:mod:`medq.storage.models`)."""
+    """Load `version` through the model registry (:mod:`medq.storage.model_registry`)."""
     try:
-        from medq.storage.models import load_model_version
+        from medq.storage.model_registry import load_model_version
     except ImportError as exc:
         raise ModelLoadError(f"cannot load model {version!r}: the model registry "
-                             f"(medq.storage.models) is not available: {exc}") from exc
+                             f"(medq.storage.model_registry) is not available: {exc}") from exc
     return load_model_version(workspace, version)
 
 

@@ -21,7 +21,7 @@ from medq.engine.explore import (
 from medq.engine.questions import VERDICT_LETTERS, verdict_mcq
 from medq.engine.route import normalized_entropy
 from medq.storage.images import load_images
-from medq.storage.vectors import load_index, search_pool
+from medq.storage.pool_index import load_index, search_pool
 from medq.tasks._runtime import open_workspace, round_cache_key
 from medq.tasks.embed import embed_images, pool_store
 from medq.tasks.rounds import checkpoint_row
@@ -104,7 +104,7 @@ def verdict_scores(model, images: list[np.ndarray], image_ids: list[str],
       cache_expiration=timedelta(days=7))
 def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> list[dict]:
     """Add the model's verdict probabilities, normalized entropy and predicted verdict."""
-    from medq.storage.models import load_model_version
+    from medq.storage.model_registry import load_model_version
     if not rows:
         return []
     ws = open_workspace(workspace)
@@ -130,7 +130,7 @@ def pool_base_rate(workspace: str, model_version: str, sample: int = 300,
                    seed: int = 0) -> float | None:
     """Share of a seeded random pool sample the model gets wrong (verdict vs ground truth).
     Measured only where ground truth exists (simulated worlds); None otherwise."""
-    from medq.storage.models import load_model_version
+    from medq.storage.model_registry import load_model_version
     ws = open_workspace(workspace)
     rows = ws.catalog.query(
         "SELECT o.image_id, o.verdict, o.modality FROM oracle_labels o JOIN items i USING "

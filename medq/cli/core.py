@@ -1,5 +1,5 @@
 """`medq init`, `medq status`, `medq services up|down|status`: thin wrappers over
-:mod:`medq.storage.workspace` and :mod:`medq.storage.services`."""
+:mod:`medq.storage.workspace` and :mod:`medq.storage.service_supervisor`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +17,7 @@ NamesArg = typer.Argument(None, help="Services: s3, labelstudio, prefect (defaul
 def init(workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
     """Create (or migrate) the workspace: folders, medq.yaml, catalog, object store."""
     def run() -> None:
-        from medq.storage.services import workspace_status
+        from medq.storage.service_supervisor import workspace_status
         from medq.storage.workspace import Workspace
 
         settings = settings_for(workspace)
@@ -45,7 +45,7 @@ def status(workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> N
     """Workspace, settings (secrets masked), catalog schema and row counts, object store.
     Exit code 1 when something is not ready (JSON is still printed)."""
     def run() -> None:
-        from medq.storage.services import workspace_status
+        from medq.storage.service_supervisor import workspace_status
 
         report = workspace_status(settings_for(workspace))
         if json_out:
@@ -119,7 +119,7 @@ def services_up_cmd(names: list[str] | None = NamesArg, workspace: Path | None =
                     json_out: bool = JsonOpt) -> None:
     """Start services and wait until they are healthy."""
     def run() -> None:
-        from medq.storage.services import services_up
+        from medq.storage.service_supervisor import services_up
         with console.status("starting services ..."):
             statuses = services_up(names or None, settings_for(workspace))
         _print_services(statuses, json_out)
@@ -131,7 +131,7 @@ def services_down_cmd(names: list[str] | None = NamesArg,
                       workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
     """Stop services (stopping a stopped service is fine)."""
     def run() -> None:
-        from medq.storage.services import services_down
+        from medq.storage.service_supervisor import services_down
         _print_services(services_down(names or None, settings_for(workspace)), json_out)
     guarded(run)
 
@@ -141,7 +141,7 @@ def services_status_cmd(names: list[str] | None = NamesArg,
                         workspace: Path | None = WorkspaceOpt, json_out: bool = JsonOpt) -> None:
     """Show whether each service is running and healthy (exit 1 if a named one is not)."""
     def run() -> None:
-        from medq.storage.services import services_status
+        from medq.storage.service_supervisor import services_status
         statuses = services_status(names or None, settings_for(workspace))
         _print_services(statuses, json_out)
         if names and not all(s.healthy for s in statuses):

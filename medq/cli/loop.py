@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         prefect_environment(ws)
         try:
             from medq.tasks._runtime import open_workspace
-            from medq.tasks.world import load_world_task, synthesize_world
+            from medq.tasks.world_setup import load_world_task, synthesize_world
             world = ws / "world"
             with console.status("synthesizing the demo world"):
                 synthesize_world.fn(str(world), {"seed": seed, "eval_size": eval_size,

@@ -1,6 +1,6 @@
 """`medq synth world` and `medq synth pool`: synthetic data with known ground truth.
 
-Thin wrappers over :func:`medq.storage.world.write_world` and
+Thin wrappers over :func:`medq.storage.world_writer.write_world` and
 :func:`medq.storage.pool_manifest.build_manifest` / :func:`register_pool`.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _weights(values: list[str] | None, what: str) -> dict[str, float]:
 def _selection(values: list[str] | None, factor: float, share: float):
     """Modality names and degradation types mixed in one list -> Selection."""
     from medq.engine.taxonomy import MODALITIES
-    from medq.engine.world import Selection
+    from medq.engine.world_plan import Selection
     toks = _tokens(values)
     if not toks:
         return None
@@ -79,7 +79,7 @@ def _selection(values: list[str] | None, factor: float, share: float):
 
 
 def _mix(modalities, degradations, levels: str | None, multi: float | None):
-    from medq.engine.world import Mix
+    from medq.engine.world_plan import Mix
     kw: dict[str, Any] = {}
     mods = _weights(modalities, "--modalities")
     if mods:
@@ -165,8 +165,8 @@ def world_cmd(out: Path = _OUT_WORLD, eval_size: int = _EVAL, pool: int = _POOL,
               paired: int = _PAIRED, json_out: bool = JsonOpt) -> None:
     """Write a synthetic world: eval TSVs (MedQ-Bench format), labelled seed set, pool."""
     def run() -> None:
-        from medq.engine.world import WorldSpec
-        from medq.storage.world import write_world
+        from medq.engine.world_plan import WorldSpec
+        from medq.storage.world_writer import write_world
         spec = WorldSpec(eval_size=eval_size, pool_size=pool, seed_size=seed_set, seed=seed,
                          image_size=size, mix=_mix(modalities, degradations, levels, multi),
                          seed_bias=_selection(bias, bias_factor, 0.0),

@@ -133,7 +133,7 @@ def test_services_up_status_down_s3(tmp_path, monkeypatch):
 @pytest.mark.services
 @pytest.mark.slow
 def test_prefect_server_up_and_down(tmp_path, monkeypatch):
-    from medq.storage.services import services_down, services_status, services_up
+    from medq.storage.service_supervisor import services_down, services_status, services_up
 
     from medq.settings import load_settings
     from tests.fixtures.s3 import free_port
@@ -152,7 +152,7 @@ def test_services_up_on_a_busy_port_is_one_clear_error(tmp_path):
     import socket
 
     from medq.settings import load_settings
-    from medq.storage.services import ServiceError, services_status, services_up
+    from medq.storage.service_supervisor import ServiceError, services_status, services_up
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -49,7 +49,9 @@ def test_embed_shape_norm_and_determinism(fitted):
     # batching does not change the result
     small = QualityEmbedder.from_state(emb.state_dict())
     small.batch_size = 3
-    np.testing.assert_allclose(small.embed(imgs[:10]), v, atol=1e-6)
+    # float32 kernels sum in a batch-size dependent order (BLAS picks the kernel by shape and
+    # CPU): ~1e-5 differences on unit vectors are rounding, not a different embedding
+    np.testing.assert_allclose(small.embed(imgs[:10]), v, atol=1e-4)
     assert emb.embed([]).shape == (0, 16)
 
 

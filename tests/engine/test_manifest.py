@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from medq.engine import taxonomy
 from medq.engine.manifest import BLOCK, COLUMNS, manifest_rows, render_row, row_image_id
-from medq.engine.world import Mix, Selection, WorldSpecError, base_size
+from medq.engine.world_plan import Mix, Selection, WorldSpecError, base_size
 
 REFS = {m: [f"{m}/base/{k}" for k in range(3)] for m in taxonomy.MODALITIES}
 

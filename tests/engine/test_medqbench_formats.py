@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from medq.engine.formats import medqbench as m
 from medq.engine.formats.images import pixel_hash, png_bytes, to_stored
 from medq.engine.formats.medqbench import FormatError
-from medq.engine.formats.world import (
+from medq.engine.formats.world_labels import (
     parse_degradations,
     parse_label_line,
     parse_level,

@@ -40,7 +40,7 @@ def test_failure_driven_retrieval_beats_the_base_rate():
     emb = QualityEmbedder(dims=16)
     pv = emb.fit_embed(pool)
     ev = emb.embed(evals)
-    np.testing.assert_allclose(emb.embed(pool[:3]), pv[:3], atol=1e-6)
+    np.testing.assert_allclose(emb.embed(pool[:3]), pv[:3], atol=1e-4)  # batch-shape rounding
     fails = [Failure(f"e{i}", f"eimg{i}", "wrong_mcq", 1.0, "CT",
                      [{"type": k, "level": 2}] if k != "clean" else [], "How")
              for i, k in enumerate(eval_kinds)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from medq.engine.models.lite import LiteModel
-from medq.storage import models as registry
+from medq.storage import model_registry as registry
 
 from tests.engine.lite_world import eval_mcqs, make_world
 

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from medq.engine import taxonomy
-from medq.engine.world import Mix
+from medq.engine.world_plan import Mix
 from medq.storage.pool_manifest import (
     ManifestError,
     PoolManifest,

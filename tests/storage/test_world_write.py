@@ -14,10 +14,10 @@ from medq.engine.formats.medqbench import (
     frame_to_mcq_records,
     frame_to_paired_records,
 )
-from medq.engine.formats.world import parse_label_line
-from medq.engine.world import Mix, Selection, WorldSpec
+from medq.engine.formats.world_labels import parse_label_line
+from medq.engine.world_plan import Mix, Selection, WorldSpec
 from medq.storage.medqbench_io import read_tsv
-from medq.storage.world import WorldWriteError, write_world
+from medq.storage.world_writer import WorldWriteError, write_world
 
 MIX = Mix(modalities={"CT": 1.0, "histopathology": 1.0, "endoscopy": 1.0, "X-ray": 1.0})
 

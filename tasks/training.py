@@ -76,7 +76,7 @@ def train_model(workspace: str, parent: str | None, dataset_id: str, round_id: s
                 seed: int = 0) -> dict[str, Any]:
     """Fine-tune `parent` (a fresh model when None) on `dataset_id`; save and register the new
     version (not promoted yet). Returns {"version", "artifact_key", "train"}."""
-    from medq.storage.models import load_model_version, save_model
+    from medq.storage.model_registry import load_model_version, save_model
     ws = open_workspace(workspace)
     version = model_version_for(round_id, dataset_id)
     existing = ws.catalog.query("SELECT version, artifact_key, metrics FROM model_versions "

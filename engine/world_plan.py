@@ -1,7 +1,7 @@
 """Planning a synthetic world (pure): which base image, view and degradations each item gets.
 
 A *world* has an evaluation set, a labelled seed set and an unlabeled pool (layout and writing
-in :mod:`medq.storage.world`). This module decides the content of each item, deterministic by
+in :mod:`medq.storage.world_writer`). This module decides the content of each item, deterministic by
 seed; pixels come from :func:`render_item` (a view of a base image, then
 :func:`medq.engine.degrade.degrade`).
 

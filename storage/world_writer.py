@@ -31,7 +31,7 @@ import numpy as np
 from medq.engine import taxonomy
 from medq.engine.formats.images import png_bytes
 from medq.engine.questions import compare_description, describe, make_questions
-from medq.engine.world import (
+from medq.engine.world_plan import (
     ItemSpec,
     WorldPlan,
     WorldSpec,
@@ -40,7 +40,7 @@ from medq.engine.world import (
     plan_world,
     render_item,
 )
-from medq.storage import sources
+from medq.storage import base_images as sources
 
 from medq.errors import MedQError
 

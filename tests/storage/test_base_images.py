@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from medq.engine.taxonomy import MODALITIES
-from medq.storage import sources
+from medq.storage import base_images as sources
 
 
 @pytest.mark.parametrize("modality", [m for m in MODALITIES if m != "MRI"])

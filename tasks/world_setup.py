@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medq.engine.world import Mix, Selection, WorldSpec
-from medq.storage.world import write_world
+from medq.engine.world_plan import Mix, Selection, WorldSpec
+from medq.storage.world_writer import write_world
 from medq.storage.world_loader import load_world
 from medq.tasks._runtime import open_workspace
 from prefect import task
