@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo test test-all services-up services-down bench bench-quick dashboard constraints clean
+.PHONY: venv lint demo test test-all services-up services-down bench bench-quick dashboard constraints clean
 
 venv: $(STAMP)
 	@mkdir -p "$(PREFECT_HOME)"
@@ -30,8 +30,14 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 demo: venv
 	$(BIN)/medq demo --workspace .medq-demo
 
-## The tests: installs the project and the local services (S3 endpoint, Label Studio), runs pytest.
-test: venv
+## Quality gates: ruff (lint + import order, `medq` first-party) and mypy over engine/ and storage/.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy -p medq.engine -p medq.storage
+
+## The tests: installs the project and the local services (S3 endpoint, Label Studio), runs the
+## quality gates and pytest.
+test: venv lint
 	bash infra/install.sh
 	$(BIN)/python -m pytest
 

@@ -55,8 +55,8 @@ def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
 
 def bootstrap(ws: str, seed: int) -> dict:
     """``flows/bootstrap.py``: train, evaluate and promote the seed model (idempotent)."""
-    from medq.tasks.training import promote_if_better, seed_dataset, train_model
     from medq.tasks.rounds import current_champion
+    from medq.tasks.training import promote_if_better, seed_dataset, train_model
     champion = current_champion.fn(ws)
     if champion is None:
         dataset_id = seed_dataset.fn(ws)

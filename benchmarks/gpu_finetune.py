@@ -52,7 +52,6 @@ def main() -> int:
     from medq.engine.models.base import MCQ
     from medq.engine.models.hf import HFModel, register_loaded, sft_records
     from medq.engine.models.hf_random import build_random_qwen2vl
-
     from tests.engine.lite_world import make_world
 
     device = "cuda" if cuda else "cpu"

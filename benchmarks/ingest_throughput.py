@@ -69,9 +69,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="Files per format.")
     parser.add_argument("--size", type=int, default=256, help="PNG side in pixels.")
     args = parser.parse_args()
-    from medq.storage.workspace import Workspace
-
     from medq.settings import load_settings
+    from medq.storage.workspace import Workspace
     with tempfile.TemporaryDirectory(prefix="medq-bench-ingest-") as tmp:
         root = Path(tmp)
         _write_pngs(root / "png", args.n, args.size)

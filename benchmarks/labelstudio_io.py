@@ -73,8 +73,9 @@ class _Server:
 
 def _images(ws, n: int, distinct: int = 64) -> list[str]:
     """`n` image rows sharing `distinct` stored PNGs (the import never downloads pixels)."""
-    from medq.storage.objects import content_key
     from PIL import Image
+
+    from medq.storage.objects import content_key
     rng = np.random.default_rng(0)
     keys = []
     for _ in range(distinct):
@@ -132,10 +133,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "labelstudio_io.json")
     args = ap.parse_args()
 
+    from medq.settings import load_settings
     from medq.storage.labelstudio import LabelStudioBackend, pull_into_catalog
     from medq.storage.workspace import Workspace
-
-    from medq.settings import load_settings
 
     tmp = Path(tempfile.mkdtemp(prefix="medq-ls-bench-")).resolve()
     server = None

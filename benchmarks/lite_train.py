@@ -31,9 +31,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+
     from medq.engine.models.lite import LiteModel
     from medq.engine.models.text_encoder import default_encoder
-
     from tests.engine.lite_world import make_world
 
     out = {"n": args.n, "size": args.size, "threads": args.threads, "epochs": args.epochs,

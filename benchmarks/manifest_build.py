@@ -36,6 +36,7 @@ def main() -> None:
 
 def _run(args, path: Path, tmp: Path) -> None:
     import numpy as np
+
     from medq.storage.pool_manifest import PoolManifest, build_manifest, register_pool
     built = build_manifest(path, args.size, args.seed, image_size=args.image_size)
     out = {"benchmark": "manifest_build", "rows": built.rows, "build_seconds": built.seconds,
@@ -57,9 +58,8 @@ def _run(args, path: Path, tmp: Path) -> None:
     out["render_images_per_second"] = round(len(rows) / dt, 1)
 
     if args.register:
-        from medq.storage.workspace import Workspace
-
         from medq.settings import load_settings
+        from medq.storage.workspace import Workspace
         ws = Workspace.init(load_settings(workspace=tmp / "ws"))
         reg = register_pool(ws, path)
         out["register_seconds"] = reg.seconds

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import json
 import math
+import multiprocessing
 import os
 import platform
 import sys
@@ -211,7 +211,7 @@ def bench_kind(kind: str, n: int, settings_json: dict, truth_q: np.ndarray, trut
 def bench_scoring(n: int, mix: Mixture, settings, round_q: np.ndarray, rng) -> dict:
     """The real selection on top of a flat-index search: how many images get scored."""
     from medq.engine.discover import Prototype
-    from medq.engine.explore import (Anchor, allocate_budget, retrieval_k, select_candidates)
+    from medq.engine.explore import Anchor, allocate_budget, retrieval_k, select_candidates
     from medq.storage.pool_index import PoolIndex
     n_protos, per = 12, 3
     protos = [Prototype(f"p{i}", "r", ["m"], [0], 0, "m", None, round_q[i * per], float(

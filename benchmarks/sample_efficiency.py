@@ -132,9 +132,10 @@ def world_workspace(world: Path, work: Path, backend: str,
                     resume: bool = False) -> tuple[Path, dict]:
     """Load the world and build embedder + pool embeddings + index once (seed 0)."""
     from _loop import prepare_pool
+    from prefect.logging import disable_run_logger
+
     from medq.tasks._runtime import open_workspace
     from medq.tasks.world_setup import load_world_task
-    from prefect.logging import disable_run_logger
     ws = work / "world-ws"
     saved = ws / PROGRESS
     if resume and saved.is_file():

@@ -57,9 +57,9 @@ def rate(n: int, seconds: float) -> float | None:
 def bench_ingest(root: Path, n: int) -> dict:
     """PNG + DICOM ingest through the pipeline (helpers of ingest_throughput.py)."""
     import ingest_throughput as it
-    from medq.storage.workspace import Workspace
 
     from medq.settings import load_settings
+    from medq.storage.workspace import Workspace
     it._write_pngs(root / "png", n, 256)
     it._write_dicoms(root / "dicom", n)
     ws = Workspace.init(load_settings(workspace=root / "ws"))
@@ -141,11 +141,12 @@ def bench_scoring(ws: str, version: str, n: int) -> dict:
 def bench_rounds(work: Path, args) -> dict:
     """World -> workspace -> bootstrap -> `args.rounds` engine rounds (driver), timed per step."""
     from _loop import bootstrap, round_config, run_round
+    from prefect.logging import disable_run_logger
+    from sample_efficiency import copy_workspace, release, write_config
+
     from medq.storage.world_writer import write_world
     from medq.tasks._runtime import open_workspace
     from medq.tasks.world_setup import demo_world_spec, load_world_task
-    from prefect.logging import disable_run_logger
-    from sample_efficiency import copy_workspace, release, write_config
     out: dict = {"world": {"eval_size": args.eval_size, "pool_size": args.pool_size,
                            "seed_size": args.seed_size}, "budget": args.budget,
                  "candidates": args.candidates}

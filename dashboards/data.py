@@ -22,8 +22,8 @@ import contextlib
 import json
 import os
 import time
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
+
 from medq.engine.taxonomy import VERDICTS
 
 RULES = ("majority", "strictest", "escalate")

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+
 from medq.engine import taxonomy
 from medq.engine.world_plan import (
     Draws,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from medq.engine.models.base import QualityModel
 from medq.engine.scoring.findings import analyze
 from medq.engine.taxonomy import VERDICTS, verdict_for, verdict_sentence

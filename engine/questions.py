@@ -31,9 +31,9 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
+
 from medq.engine import taxonomy
 from medq.engine.models.base import MCQ
-
 from medq.errors import MedQError
 
 NONE_OPTION = "No obvious degradation"

@@ -340,7 +340,7 @@ def _agreed(result: Any) -> bool:
         return bool(result)
     if isinstance(result, Mapping):
         return bool(result["agreed"])
-    return bool(getattr(result, "agreed"))
+    return bool(result.agreed)
 
 
 def adapt_auto_threshold(spot_check_results: Sequence[Any], settings, *,

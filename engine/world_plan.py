@@ -31,11 +31,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+from PIL import Image
+
 from medq.engine import taxonomy
 from medq.engine.degrade import degrade
 from medq.engine.degrade.registry import SIMULATORS
-from PIL import Image
-
 from medq.errors import MedQError
 
 BASE_OVERSAMPLE = 2          # bases are loaded at 2x the output size so crops keep detail

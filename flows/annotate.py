@@ -2,9 +2,10 @@
 the batch (with a timeout), pull the annotations back into the catalog."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.tasks.annotate import collect_annotations, queue_tasks, submit_tasks
 from medq.tasks.rounds import load_checkpoint, save_checkpoint
-from prefect import flow
 
 
 @flow(name="annotate")

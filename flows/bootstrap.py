@@ -2,10 +2,11 @@
 split, evaluate it and register it as the first champion."""
 from __future__ import annotations
 
-from medq.flows.evaluate import evaluate_flow
-from medq.tasks.training import existing_evaluation, promote_if_better, seed_dataset, train_model
-from medq.tasks.rounds import current_champion
 from prefect import flow
+
+from medq.flows.evaluate import evaluate_flow
+from medq.tasks.rounds import current_champion
+from medq.tasks.training import existing_evaluation, promote_if_better, seed_dataset, train_model
 
 
 @flow(name="bootstrap")

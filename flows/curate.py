@@ -2,6 +2,8 @@
 training items and the round's dataset, or a stopped round with a readable report."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.tasks.curate import (
     auto_labels,
     human_labels,
@@ -10,7 +12,6 @@ from medq.tasks.curate import (
     validate_batch,
 )
 from medq.tasks.rounds import load_checkpoint
-from prefect import flow
 
 
 @flow(name="curate")

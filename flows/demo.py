@@ -2,9 +2,10 @@
 closed loop with simulated annotators for a few rounds."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.flows.engine_loop import engine_loop
 from medq.tasks.world_setup import load_world_task, synthesize_world
-from prefect import flow
 
 
 @flow(name="medq-demo", log_prints=True)

@@ -5,9 +5,10 @@ repository root with ``prefect deploy`` and a work pool.
 """
 from __future__ import annotations
 
+from prefect import serve
+
 from medq.flows.engine_loop import engine_loop
 from medq.flows.evaluate import evaluate_flow
-from prefect import serve
 
 
 def serve_deployments(workspace: str, *, cron: str = "0 2 * * *", rounds: int = 1,

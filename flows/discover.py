@@ -1,12 +1,13 @@
 """Discover: the round's failures on the eval set -> embeddings -> HDBSCAN prototypes."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.flows.evaluate import evaluate_flow
 from medq.tasks.discover import collect_failures, find_prototypes, save_discovery
 from medq.tasks.embed import embed_images, ensure_embedder
-from medq.tasks.training import existing_evaluation
 from medq.tasks.rounds import load_checkpoint
-from prefect import flow
+from medq.tasks.training import existing_evaluation
 
 
 @flow(name="discover")

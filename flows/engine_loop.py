@@ -7,6 +7,8 @@ duplicating anything. `rounds` is the number of finished rounds the workspace sh
 """
 from __future__ import annotations
 
+from prefect import flow, get_run_logger
+
 from medq.flows.annotate import annotate
 from medq.flows.bootstrap import bootstrap
 from medq.flows.curate import curate
@@ -24,7 +26,6 @@ from medq.tasks.rounds import (
     resolve_config,
     stop_reason,
 )
-from prefect import flow, get_run_logger
 
 
 @flow(name="engine-loop", log_prints=True)

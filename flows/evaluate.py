@@ -17,8 +17,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+
 from medq.engine.models.base import QualityModel
 from medq.engine.scoring import EvalResult, eval_id_for, results_markdown
+from medq.errors import MedQError
+from medq.settings import load_settings
 from medq.tasks._runtime import open_workspace
 from medq.tasks.evaluate import (
     answer_mcq_batch,
@@ -32,12 +38,6 @@ from medq.tasks.evaluate import (
     score_eval,
     write_eval_results,
 )
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
-
-from medq.errors import MedQError
-from medq.settings import load_settings
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

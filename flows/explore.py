@@ -2,6 +2,8 @@
 score only those candidates with the model."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
 from medq.tasks.explore import (
     excluded_images,
@@ -12,7 +14,6 @@ from medq.tasks.explore import (
     score_candidates,
 )
 from medq.tasks.rounds import load_checkpoint
-from prefect import flow
 
 
 @flow(name="explore")

@@ -2,10 +2,11 @@
 it beats the champion by the configured margin."""
 from __future__ import annotations
 
-from medq.flows.evaluate import evaluate_flow
-from medq.tasks.training import existing_evaluation, promote_if_better, train_model
-from medq.tasks.rounds import load_checkpoint
 from prefect import flow
+
+from medq.flows.evaluate import evaluate_flow
+from medq.tasks.rounds import load_checkpoint
+from medq.tasks.training import existing_evaluation, promote_if_better, train_model
 
 
 @flow(name="finetune")

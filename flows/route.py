@@ -1,10 +1,11 @@
 """Route: each scored candidate into the expert / verify / auto lane within the round budget."""
 from __future__ import annotations
 
+from prefect import flow
+
 from medq.tasks.rounds import load_checkpoint
 from medq.tasks.route import auto_threshold, save_routes
 from medq.tasks.route import route as route_task
-from prefect import flow
 
 
 @flow(name="route")

@@ -143,10 +143,11 @@ def screenshot(url: str, cookies: dict[str, str], path: str, out: Path, *, width
 
 def _phantoms(ws, n: int = 4) -> list[str]:
     """CT phantoms: clean, and with simulated low-dose noise of growing strength."""
-    from medq.storage.objects import content_key
     from PIL import Image
     from skimage.data import shepp_logan_phantom
     from skimage.transform import resize
+
+    from medq.storage.objects import content_key
     base = resize(shepp_logan_phantom(), (320, 320), anti_aliasing=True)
     rng = np.random.default_rng(0)
     ids, rows = [], []
@@ -163,11 +164,11 @@ def _phantoms(ws, n: int = 4) -> list[str]:
 
 def demo(out: Path) -> None:
     from labelstudio_io import TOKEN, _Server
+
+    from medq.settings import load_settings
     from medq.storage.annotation.base import AnnotationRequest
     from medq.storage.labelstudio import LabelStudioBackend
     from medq.storage.workspace import Workspace
-
-    from medq.settings import load_settings
 
     tmp = Path(tempfile.mkdtemp(prefix="medq-ls-shot-")).resolve()
     server = _Server(tmp)

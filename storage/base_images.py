@@ -28,9 +28,9 @@ from functools import lru_cache
 from importlib import metadata
 
 import numpy as np
-from medq.engine.taxonomy import MODALITIES
 from PIL import Image
 
+from medq.engine.taxonomy import MODALITIES
 from medq.errors import MedQError
 
 

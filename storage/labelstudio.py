@@ -306,8 +306,9 @@ class LabelStudioBackend(AnnotationBackend):
         if image_id in self._keys:
             return self._keys[image_id]
         import numpy as np
-        from medq.storage.images import load_images
         from PIL import Image
+
+        from medq.storage.images import load_images
         key = f"labelstudio/renders/{image_id}.png"
         if not self.workspace.objects.exists(key):
             img = load_images(self.workspace, [image_id])[0]

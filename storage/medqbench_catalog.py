@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
+
 from medq.engine.formats import medqbench as fmt
 from medq.engine.formats.medqbench import FormatError
 from medq.engine.formats.world_labels import (
@@ -293,7 +294,7 @@ def _export_frame(workspace, kind: str, items: list[dict], out_dir: Path) -> pd.
         return base64.b64encode(objects.get_bytes(key)).decode("ascii")
 
     records, answers_raw, seen_index = [], [], Counter()
-    for n, it in enumerate(items):
+    for _n, it in enumerate(items):
         extra = it["_extra"]
         cells = dict(extra.get("cells") or {})
         index = it["source_index"] or it["item_id"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from medq.engine.formats.medqbench import FormatError
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from medq.engine.models import load_model
 from medq.engine.models.base import QualityModel
-
 from medq.errors import MedQError
 
 PREFIX = "models"

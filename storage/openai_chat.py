@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+from pydantic import SecretStr
+
 from medq.engine.models.base import ModelError
 from medq.engine.scoring.llm_judge import JudgeEndpointError, Messages
-from pydantic import SecretStr
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 T = TypeVar("T")

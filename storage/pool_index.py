@@ -43,8 +43,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from medq.errors import MedQError
-from medq.storage.embedding_store import (EmbeddingStore, EmbeddingStoreError, vector_id,  # noqa: F401
-                                          vector_ids)
+from medq.storage.embedding_store import EmbeddingStore, EmbeddingStoreError, vector_id, vector_ids  # noqa: F401
 
 log = logging.getLogger(__name__)
 

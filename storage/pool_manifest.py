@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from medq.engine import taxonomy
 from medq.engine.manifest import (
     BLOCK,
@@ -44,9 +45,8 @@ from medq.engine.manifest import (
 )
 from medq.engine.questions import describe
 from medq.engine.world_plan import Mix, Selection, base_size
-from medq.storage import base_images as sources
-
 from medq.errors import MedQError
+from medq.storage import base_images as sources
 
 META_KEY = b"medq_manifest"
 MANIFEST_DIR = "manifests"

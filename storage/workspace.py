@@ -40,8 +40,8 @@ class Workspace:
         if ws.settings.objects.backend == "local":
             ws.settings.objects_root.mkdir(parents=True, exist_ok=True)
         ws.settings.index_root.mkdir(parents=True, exist_ok=True)
-        ws.catalog  # creates and migrates
-        ws.id  # written once; part of every Prefect cache key
+        ws.catalog  # noqa: B018 - the property creates and migrates the catalog
+        ws.id  # noqa: B018 - the property writes the id once; part of every Prefect cache key
         return ws
 
     @property

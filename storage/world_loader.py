@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from medq.engine.formats.medqbench import FormatError
 from medq.engine.formats.world_labels import parse_label_line, unknown_types
+from medq.errors import MedQError
 from medq.storage.ingest import sniff as sn
 from medq.storage.ingest.errors import Rejected, reason_code
 from medq.storage.ingest.pipeline import IngestOptions, deid_salt, image_item_id, quarantine_id
@@ -35,8 +36,6 @@ from medq.storage.medqbench_catalog import (
     export_medqbench,
     import_medqbench,
 )
-
-from medq.errors import MedQError
 
 STAGE = "world"
 BATCH = 256

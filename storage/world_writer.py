@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from medq.engine import taxonomy
 from medq.engine.formats.images import png_bytes
 from medq.engine.questions import compare_description, describe, make_questions
@@ -40,9 +41,8 @@ from medq.engine.world_plan import (
     plan_world,
     render_item,
 )
-from medq.storage import base_images as sources
-
 from medq.errors import MedQError
+from medq.storage import base_images as sources
 
 FORMAT = "medq-world/1"
 QA_TSV = "eval/medqbench_QA_test.tsv"

@@ -11,9 +11,8 @@ import json
 import threading
 from typing import Any
 
-from medq.storage.workspace import Workspace
-
 from medq.settings import load_settings
+from medq.storage.workspace import Workspace
 
 _OPEN: dict[str, Workspace] = {}
 _LOCK = threading.Lock()

@@ -8,14 +8,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from medq.storage.annotation import AnnotationRequest, create_annotation_backend
-from medq.storage.annotation.records import upsert_annotations
-from medq.storage.catalog import loads
-from medq.tasks._runtime import fault_point, open_workspace
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medq.errors import MedQError
+from medq.storage.annotation import AnnotationRequest, create_annotation_backend
+from medq.storage.annotation.records import upsert_annotations
+from medq.storage.catalog import loads
+from medq.tasks._runtime import fault_point, open_workspace
 
 _BACKENDS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()

@@ -6,6 +6,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.consensus import Vote, resolve
 from medq.engine.curate import CurationReport, curate_batch, mix_training_set
 from medq.engine.pseudo import pseudo_labels
@@ -14,8 +17,6 @@ from medq.storage.images import load_images
 from medq.tasks._runtime import fault_point, open_workspace, stable_hash
 from medq.tasks.embed import embed_images
 from medq.tasks.rounds import checkpoint_row
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 def _level(degradations: list[dict]) -> int:

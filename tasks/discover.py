@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.discover import (
     DiscoveryResult,
     Failure,
@@ -14,8 +17,6 @@ from medq.engine.discover import (
 from medq.storage.catalog import loads
 from medq.tasks._runtime import open_workspace
 from medq.tasks.rounds import checkpoint_row
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 @task(name="collect-failures", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

@@ -11,13 +11,14 @@ import json
 from typing import Any
 
 import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.embed import QualityEmbedder, create_embedder
 from medq.storage.embedding_store import EmbeddingStore
 from medq.storage.images import load_images
 from medq.storage.pool_index import build_from_store, latest_index_id, load_index, save_index
 from medq.tasks._runtime import fault_point, open_workspace
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 CURRENT_KEY = "embedders/current.json"
 FIT_SAMPLE = 1000

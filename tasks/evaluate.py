@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.models.base import MCQ, Comparison, MCQAnswer, QualityModel
 from medq.engine.scoring import (
     DescriptionJudge,
@@ -26,13 +29,10 @@ from medq.engine.scoring import (
 )
 from medq.engine.scoring.description import Reference
 from medq.engine.scoring.llm_judge import PROMPT_VERSION
-from medq.storage.catalog import CatalogError
-from medq.tasks._runtime import open_workspace, stable_hash
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from medq.errors import MedQError
 from medq.settings import JudgeSettings
+from medq.storage.catalog import CatalogError
+from medq.tasks._runtime import open_workspace, stable_hash
 
 JUDGE_CACHE_DAYS = 30
 

@@ -10,6 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.discover import Prototype
 from medq.engine.explore import (
     allocate_budget,
@@ -25,8 +28,6 @@ from medq.storage.pool_index import load_index, search_pool
 from medq.tasks._runtime import open_workspace, round_cache_key
 from medq.tasks.embed import embed_images, pool_store
 from medq.tasks.rounds import checkpoint_row
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 _LETTER_VERDICT = {v: k for k, v in VERDICT_LETTERS.items()}
 SCORE_BATCH = 128

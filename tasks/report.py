@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from medq.tasks._runtime import open_workspace
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+
+from medq.tasks._runtime import open_workspace
 
 LANES = ("expert", "verify", "auto")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from prefect import task
+
 from medq.storage.catalog import loads
 from medq.tasks._runtime import open_workspace
-from prefect import task
 
 
 def round_id_for(index: int) -> str:

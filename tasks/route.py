@@ -4,14 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.route import RoutingResult, adapt_auto_threshold, route_candidates
 from medq.storage.catalog import loads
 from medq.tasks._runtime import open_workspace
 from medq.tasks.embed import pool_store
 from medq.tasks.explore import load_prototypes
 from medq.tasks.rounds import checkpoint_row
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 
 @task(name="auto-threshold", cache_policy=NO_CACHE)

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
 from medq.engine.models import create_model
 from medq.engine.models.base import LabelledImage
 from medq.engine.promote import decide_promotion
 from medq.engine.scoring import eval_id_for
+from medq.errors import MedQError
 from medq.storage.catalog import loads
 from medq.storage.images import load_images
 from medq.tasks._runtime import fault_point, open_workspace, stable_hash
 from medq.tasks.evaluate import judge_name
 from medq.tasks.rounds import checkpoint_row
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
-from medq.errors import MedQError
 
 
 @task(name="existing-evaluation", cache_policy=NO_CACHE)

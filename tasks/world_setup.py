@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medq.engine.world_plan import Mix, Selection, WorldSpec
-from medq.storage.world_writer import write_world
-from medq.storage.world_loader import load_world
-from medq.tasks._runtime import open_workspace
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from medq.engine.world_plan import Mix, Selection, WorldSpec
+from medq.storage.world_loader import load_world
+from medq.storage.world_writer import write_world
+from medq.tasks._runtime import open_workspace
 
 
 def demo_world_spec(seed: int = 0, *, eval_size: int = 100, pool_size: int = 2000,

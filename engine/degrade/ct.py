@@ -12,6 +12,7 @@ larger inputs get their artifact computed at that size and resampled.
 from __future__ import annotations
 
 import numpy as np
+
 from medq.engine.degrade import _radon
 from medq.engine.degrade._util import on_luminance, pick, r, resize, uniform
 

@@ -4,9 +4,10 @@ scale with the image (see :func:`medq.engine.degrade._util.spatial_scale`)."""
 from __future__ import annotations
 
 import numpy as np
-from medq.engine.degrade._util import clip01, per_channel, pick, r, resize, spatial_scale, uniform
 from PIL import Image
 from scipy import ndimage
+
+from medq.engine.degrade._util import clip01, per_channel, pick, r, resize, spatial_scale, uniform
 
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 

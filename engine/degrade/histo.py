@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from PIL import Image
+from skimage.color import hed2rgb, rgb2hed
+
 from medq.engine.degrade._util import (
     clip01,
     fft_convolve,
@@ -14,8 +17,6 @@ from medq.engine.degrade._util import (
     spatial_scale,
     uniform,
 )
-from PIL import Image
-from skimage.color import hed2rgb, rgb2hed
 
 
 def _signed(rng: np.random.Generator, lo: float, hi: float) -> float:

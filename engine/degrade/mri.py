@@ -12,8 +12,9 @@ follow torchio's RandomMotion / RandomGhosting / RandomSpike / RandomBiasField.
 from __future__ import annotations
 
 import numpy as np
-from medq.engine.degrade._util import norm_grid, on_luminance, pick, r, spatial_scale, uniform
 from scipy import ndimage
+
+from medq.engine.degrade._util import norm_grid, on_luminance, pick, r, spatial_scale, uniform
 
 
 def _k(img: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ specular highlights, motion blur."""
 from __future__ import annotations
 
 import numpy as np
+
 from medq.engine.degrade._util import (
     clip01,
     fft_convolve,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from medq.engine import taxonomy
 from medq.engine.degrade import ct, general, histo, mri, optical, ultrasound, xray
 from medq.engine.degrade._util import DegradationError, check_image

@@ -3,8 +3,9 @@ travels down the image)."""
 from __future__ import annotations
 
 import numpy as np
-from medq.engine.degrade._util import on_luminance, pick, r, spatial_scale, uniform
 from scipy import ndimage
+
+from medq.engine.degrade._util import on_luminance, pick, r, spatial_scale, uniform
 
 
 def speckle(image: np.ndarray, level: int, rng: np.random.Generator):

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from medq.engine.degrade._util import on_luminance, pick, r, uniform
 from scipy import ndimage
+
+from medq.engine.degrade._util import on_luminance, pick, r, uniform
 
 MU = 3.0  # display value 1 = transmission exp(-3) (dense bone); 0 = open beam
 

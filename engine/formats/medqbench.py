@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from medq.engine.formats.images import PixelError, decode_image_bytes, png_bytes, to_float
 from medq.engine.models.base import MCQ_SUFFIX
 from medq.engine.taxonomy import OPTION_LETTERS, QUESTION_TYPES
-
 from medq.errors import MedQError
 
 MCQ_PROMPT_END = MCQ_SUFFIX  # "Answer directly only with the option letter from the given choices."

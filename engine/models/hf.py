@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from medq.engine.models.base import (
     MCQ,
     MCQ_SUFFIX,
@@ -474,6 +475,7 @@ class HFModel(QualityModel):
         """LoRA SFT for `max_steps` optimizer steps of `batch_size` x `grad_accum` records.
         `records` (chat-format, see :func:`sft_records`) replace the records built from `examples`."""
         import torch
+
         from medq.engine.models.lite_data import check_examples
         examples = list(examples)
         if records is None:

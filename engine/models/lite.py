@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from medq.engine.models.base import (
     MCQ,
     MCQ_SUFFIX,
@@ -552,7 +553,7 @@ class LiteModel(QualityModel):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         losses = []
-        for epoch in range(epochs):
+        for _epoch in range(epochs):
             net.train()
             picked = [p[j] for p in pools
                       for j in rng.choice(len(p), size=min(per_epoch, len(p)), replace=False)]
@@ -594,6 +595,7 @@ class LiteModel(QualityModel):
     # ------------------------------------------------------------------ persistence
     def save(self, folder: Path) -> None:
         import torch
+
         from medq.engine.models import write_manifest
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -608,6 +610,7 @@ class LiteModel(QualityModel):
     @classmethod
     def load(cls, folder: Path, **kwargs) -> LiteModel:
         import torch
+
         from medq.engine.models import read_manifest
         folder = Path(folder)
         meta = read_manifest(folder)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from medq.engine.models.base import MCQ, LabelledImage, ModelError
 from medq.engine.taxonomy import DEGRADATION_NAMES, OPTION_LETTERS, VERDICTS
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+
 from medq.engine.models.base import ModelError
 
 DIM = 384

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
 from medq.engine.models.base import (
     MCQ,
     Comparison,

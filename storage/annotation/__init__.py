@@ -1,14 +1,13 @@
 """Annotation backends, chosen by name: ``simulated``, ``oracle:LABELS.jsonl``, ``labelstudio``."""
 from __future__ import annotations
 
+from medq.errors import MedQError
 from medq.storage.annotation.base import (
     AnnotationBackend,
     AnnotationRecord,
     AnnotationRequest,
     QueueStatus,
 )
-
-from medq.errors import MedQError
 
 BACKENDS = ("simulated", "oracle:LABELS.jsonl", "labelstudio")
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+
 from medq.engine.taxonomy import VERDICTS, verdict_sentence
 from medq.storage.labelstudio_client import LabelStudioClient, LabelStudioError
 from medq.storage.labelstudio_config import LEVEL_PREFIX, labels_to_result, result_to_labels

@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from medq.engine.taxonomy import VERDICTS, verdict_sentence
+from medq.errors import MedQError
 from medq.storage.annotation.base import (
     AnnotationBackend,
     AnnotationRecord,
     AnnotationRequest,
     QueueStatus,
 )
-
-from medq.errors import MedQError
 
 TruthLookup = Callable[[Sequence[str]], dict[str, dict]]
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from medq.storage.ingest.sniff import image_extension
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
+
+from medq.storage.ingest.sniff import image_extension
 
 REMOVED_VRS = frozenset({"PN", "DA", "DT", "TM", "AS", "AE", "LT", "ST", "UT", "UC", "UR", "UN"})
 TEXT_VRS = frozenset({"LO", "SH"})

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
+
 from medq.storage.ingest.deid import deidentify
 from medq.storage.ingest.errors import (
     BURNED_IN_ANNOTATION,
@@ -30,10 +35,6 @@ from medq.storage.ingest.normalize import (
     minmax,
     to_unit_gray,
 )
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 
 # DICOM Modality (0008,0060) -> MedQ modality; codes not listed are kept as they are.
 MODALITY_MAP = {

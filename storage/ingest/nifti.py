@@ -11,6 +11,7 @@ import io
 import zlib
 
 import numpy as np
+
 from medq.storage.ingest.dicom import Frame
 from medq.storage.ingest.errors import (
     BAD_DIMENSIONS,

@@ -7,6 +7,7 @@ used, so no information is clipped. Constant frames carry no content and are ref
 from __future__ import annotations
 
 import numpy as np
+
 from medq.engine.formats.images import to_stored
 from medq.storage.ingest.errors import CONSTANT_IMAGE, NAN_VALUES, TOO_SMALL, Rejected
 

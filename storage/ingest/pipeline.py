@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medq.errors import MedQError
 from medq.storage.ingest import sniff as sn
 from medq.storage.ingest.deid import source_pseudonym
 from medq.storage.ingest.dicom import Frame, decode_dicom
@@ -48,8 +49,6 @@ from medq.storage.ingest.nifti import decode_nifti
 from medq.storage.ingest.raster import decode_pil, decode_tiff
 from medq.storage.ingest.sources import SourceFile, list_source, modality_hint
 from medq.storage.ingest.store import ImageWriter, image_id_of
-
-from medq.errors import MedQError
 
 SPLITS = ("pool", "eval", "train")
 MAX_IDS_IN_SUMMARY = 10_000  # a million-file run must not keep every id in memory

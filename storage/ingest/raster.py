@@ -5,6 +5,8 @@ import io
 import warnings
 
 import numpy as np
+from PIL import Image
+
 from medq.engine.formats.images import PixelError, pil_to_stored
 from medq.storage.ingest.dicom import Frame
 from medq.storage.ingest.errors import (
@@ -17,7 +19,6 @@ from medq.storage.ingest.errors import (
     Rejected,
 )
 from medq.storage.ingest.normalize import evenly_spaced, finish, minmax
-from PIL import Image
 
 
 def decode_pil(data: bytes, kind: str, *, max_pixels: int, bits: int, min_side: int) -> list[Frame]:

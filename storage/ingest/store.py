@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from medq.engine.formats.images import pixel_hash, png_bytes, thumbnail_png
 
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from medq.storage.catalog import LATEST_VERSION
 from typer.testing import CliRunner
 
 from medq.cli import app
+from medq.storage.catalog import LATEST_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -133,9 +133,8 @@ def test_services_up_status_down_s3(tmp_path, monkeypatch):
 @pytest.mark.services
 @pytest.mark.slow
 def test_prefect_server_up_and_down(tmp_path, monkeypatch):
-    from medq.storage.service_supervisor import services_down, services_status, services_up
-
     from medq.settings import load_settings
+    from medq.storage.service_supervisor import services_down, services_status, services_up
     from tests.fixtures.s3 import free_port
     settings = load_settings(workspace=tmp_path / "ws",
                              services={"dir": tmp_path / "svc", "prefect_port": free_port()})

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medq.storage.medqbench_io import read_tsv, write_tsv
 from typer.testing import CliRunner
 
 from medq.cli import app
+from medq.storage.medqbench_io import read_tsv, write_tsv
 from tests.storage.ingest_corpus import dicom, dicom_bytes, noise, png
 from tests.storage.test_world_loader import make_world
 

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from medq.storage.catalog import loads
 
 pytestmark = pytest.mark.services

@@ -3,9 +3,10 @@ simple in-test degradations at two levels, labelled by construction (verdict fro
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
 from medq.engine.models.base import MCQ, LabelledImage
 from medq.engine.taxonomy import verdict_for
-from scipy import ndimage
 
 SIZE = 96
 MODALITIES = ("CT", "MRI", "fundus")

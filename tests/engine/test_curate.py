@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medq.engine.curate import (CurationConfig, CurationError, curate_batch, mix_training_set)
+from medq.engine.curate import CurationConfig, CurationError, curate_batch, mix_training_set
 from medq.engine.taxonomy import verdict_sentence
 
 VERDICT_LEVEL = {"good": [], "usable": [{"type": "blur", "level": 1}],

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from medq.engine import taxonomy
 from medq.engine.degrade import SIMULATORS, DegradationError, apply, degrade, ordered
 from medq.engine.phantoms import ct_phantom, endoscopy_frame
-
 from tests.engine._degrade_metrics import METRICS
 
 N = 96

@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from medq.engine.discover import (DiscoveryError, Failure, Prototype, description_severity,
-                                  discover_prototypes, mcq_severity, prototype_id)
+from medq.engine.discover import (
+    DiscoveryError,
+    Failure,
+    Prototype,
+    description_severity,
+    discover_prototypes,
+    mcq_severity,
+    prototype_id,
+)
 
 MODS = ["CT", "MRI", "fundus", "endoscopy"]
 DEGS = ["low_dose", "ghosting", "uneven_illumination", "motion_blur"]

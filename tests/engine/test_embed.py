@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medq.engine.embed import (EmbedderError, QualityEmbedder, create_embedder, create_encoder)
+from medq.engine.embed import EmbedderError, QualityEmbedder, create_embedder, create_encoder
 
 
 def _base_images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -98,7 +98,7 @@ def test_unfitted_and_bad_input_errors():
     with pytest.raises(EmbedderError, match="unknown embedder"):
         create_encoder("resnet-from-the-internet")
     with pytest.raises(EmbedderError, match="unknown feature group"):
-        QualityEmbedder(encoder_params={"group_weights": {"colour_of_sky": 1.0}}).encoder
+        QualityEmbedder(encoder_params={"group_weights": {"colour_of_sky": 1.0}}).encoder  # noqa: B018
 
 
 def test_degradation_types_separate():
@@ -107,7 +107,7 @@ def test_degradation_types_separate():
     base = _base_images(24, seed=5)
     kinds = ["noise", "blur", "dark"]
     imgs, labels = [], []
-    for i, img in enumerate(base):
+    for _i, img in enumerate(base):
         for k in kinds:
             imgs.append(_degrade(img, k, rng))
             labels.append(k)

@@ -3,11 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from medq.engine.discover import Failure, Prototype, discover_prototypes
-from medq.engine.explore import (Anchor, ExploreError, allocate_budget, anchor_queries,
-                                 farthest_point_order, plan_anchors, retrieval_k, select_candidates)
+from medq.engine.explore import (
+    Anchor,
+    ExploreError,
+    allocate_budget,
+    anchor_queries,
+    farthest_point_order,
+    plan_anchors,
+    retrieval_k,
+    select_candidates,
+)
 
 
 def proto(pid: str, mass: float, *, noise: bool = False, members=("a",), centroid=(0.0, 0.0)):

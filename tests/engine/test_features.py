@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from medq.engine.features import (
     FEATURE_DIM,
     FEATURE_GROUPS,
@@ -14,8 +16,6 @@ from medq.engine.features import (
     feature_names,
     quality_features,
 )
-from scipy import ndimage
-
 from medq.errors import MedQError
 
 

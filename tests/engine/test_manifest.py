@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from medq.engine import taxonomy
 from medq.engine.manifest import BLOCK, COLUMNS, manifest_rows, render_row, row_image_id
 from medq.engine.world_plan import Mix, Selection, WorldSpecError, base_size

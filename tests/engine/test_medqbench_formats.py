@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
+
 from medq.engine.formats import medqbench as m
 from medq.engine.formats.images import pixel_hash, png_bytes, to_stored
 from medq.engine.formats.medqbench import FormatError
@@ -19,7 +21,6 @@ from medq.engine.formats.world_labels import (
     unknown_types,
     verdict_from_text,
 )
-from PIL import Image
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.random((6, 7)).astype(np.float32)

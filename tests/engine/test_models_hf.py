@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from medq.engine.models import ModelError, create_model, load_model
 from medq.engine.models.base import MCQ, LabelledImage
 from medq.engine.models.hf import (
@@ -21,7 +22,6 @@ from medq.engine.models.hf import (
     user_turn,
 )
 from medq.engine.taxonomy import VERDICTS
-
 from tests.engine.lite_world import make_world
 
 

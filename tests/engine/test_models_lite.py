@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+
 from medq.engine.models import ModelError, backend_class, create_model, load_model
 from medq.engine.models.base import MCQ, LabelledImage
 from medq.engine.models.lite import LiteModel
 from medq.engine.taxonomy import VERDICTS
-
 from tests.engine.lite_world import degrade, eval_mcqs, make_world
 
 FAST = dict(epochs=25, mcqs_per_image=6, mcqs_per_epoch=2, batch_size=128)

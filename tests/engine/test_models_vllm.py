@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from medq.engine.models import ModelError, create_model, load_model
 from medq.engine.models.base import MCQ
 from medq.engine.models.vllm import (
@@ -183,10 +184,10 @@ def test_endpoint_model_errors_are_model_errors(fake_vllm):
 
 
 def test_settings_build_the_endpoint_client_with_a_secret_key(tmp_path, monkeypatch):
-    from medq.storage.openai_chat import VLLMEndpointClient
     from pydantic import SecretStr
 
     from medq.settings import load_settings
+    from medq.storage.openai_chat import VLLMEndpointClient
     monkeypatch.setenv("MEDQ_MODEL__VLLM_API_KEY", "sk-vllm-secret")
     settings = load_settings(workspace=tmp_path / "ws",
                              model={"backend": "vllm", "vllm_endpoint": "http://127.0.0.1:1/v1"})

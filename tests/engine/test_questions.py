@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from medq.engine import questions as Q
 from medq.engine import taxonomy
 from medq.engine.formats.medqbench import frame_to_mcq_records, mcq_records_to_frame

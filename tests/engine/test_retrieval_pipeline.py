@@ -8,8 +8,13 @@ from scipy import ndimage
 
 from medq.engine.discover import Failure, discover_prototypes
 from medq.engine.embed import QualityEmbedder
-from medq.engine.explore import (allocate_budget, anchor_queries, plan_anchors, retrieval_k,
-                                 select_candidates)
+from medq.engine.explore import (
+    allocate_budget,
+    anchor_queries,
+    plan_anchors,
+    retrieval_k,
+    select_candidates,
+)
 from medq.engine.route import normalized_entropy, route_candidates
 from medq.settings import LaneSettings
 

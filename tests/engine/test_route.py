@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from medq.engine.discover import Prototype
-from medq.engine.route import (RouteError, adapt_auto_threshold, normalized_entropy,
-                               route_candidates)
+from medq.engine.route import RouteError, adapt_auto_threshold, normalized_entropy, route_candidates
 from medq.settings import LaneSettings
 
 

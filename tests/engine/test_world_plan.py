@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from medq.engine import taxonomy
 from medq.engine.world_plan import (
     Mix,

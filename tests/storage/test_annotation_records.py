@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from medq.errors import MedQError
 from medq.storage.annotation import AnnotationRequest, create_annotation_backend
 from medq.storage.annotation.base import AnnotationRecord
 from medq.storage.annotation.records import _problem, remove_annotations, upsert_annotations
 from medq.storage.annotation.simulated import SimulatedAnnotator
-
-from medq.errors import MedQError
 
 TRUTH = {f"img{i}": {"modality": "CT", "verdict": ["good", "usable", "reject"][i % 3],
                      "degradations": [] if i % 3 == 0 else [{"type": "low_dose", "level": i % 3}],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from medq.engine.taxonomy import MODALITIES
 from medq.storage import base_images as sources
 

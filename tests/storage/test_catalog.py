@@ -13,6 +13,7 @@ import time
 import duckdb
 import numpy as np
 import pytest
+
 from medq.storage.catalog import (
     LATEST_VERSION,
     Catalog,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from medq.storage.images import load_images
 from medq.storage.ingest import deid_salt, deidentify, hash_uid, ingest, source_pseudonym
 from medq.storage.workspace import Workspace
-
 from tests.storage.ingest_corpus import (
     bad_files,
     dicom,
@@ -263,10 +263,10 @@ def test_deidentify_keeps_pixels_and_hashes_uids():
 
 @pytest.mark.services
 def test_ingest_from_s3_prefix(tmp_path):
-    from medq.storage.objects import S3ObjectStore
     from moto.server import ThreadedMotoServer
 
     from medq.settings import load_settings
+    from medq.storage.objects import S3ObjectStore
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

@@ -9,6 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from medq.settings import load_settings
 from medq.storage.annotation.base import AnnotationRequest
 from medq.storage.annotation.ls_simulated import SimulatedTeam, ensure_user
 from medq.storage.labelstudio import (
@@ -24,9 +27,6 @@ from medq.storage.labelstudio_client import LabelStudioClient
 from medq.storage.labelstudio_config import labels_to_result
 from medq.storage.objects import content_key
 from medq.storage.workspace import Workspace
-from PIL import Image
-
-from medq.settings import load_settings
 
 pytestmark = pytest.mark.services
 
@@ -420,11 +420,11 @@ def test_cli_pairs_and_pull(labelstudio_server, tmp_path_factory, monkeypatch):
     """`medq annotate pairs` sends comparisons of catalog images to the paired project (twice:
     nothing new), a person answers one, `medq annotate pull --json` stores it; bad input fails
     with a clear message before anything is sent."""
-    from medq.tasks._runtime import forget_workspaces
-    from medq.tasks.annotate import _BACKENDS
     from typer.testing import CliRunner
 
     from medq.cli import app
+    from medq.tasks._runtime import forget_workspaces
+    from medq.tasks.annotate import _BACKENDS
     srv = labelstudio_server
     root = tmp_path_factory.mktemp("ls-cli") / "ws"
     env = {"MEDQ_LABELSTUDIO__URL": srv.url, "MEDQ_LABELSTUDIO__TOKEN": srv.token,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+
 from medq.engine.taxonomy import DEGRADATION_NAMES, VERDICTS, all_degradations
 from medq.storage.labelstudio_config import (
     labels_to_result,

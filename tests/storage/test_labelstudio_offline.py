@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 from label_studio_sdk.core.api_error import ApiError
+
 from medq.storage.annotation.base import QueueStatus
 from medq.storage.labelstudio import wait_for_batch
 from medq.storage.labelstudio_client import (

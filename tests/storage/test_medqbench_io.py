@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from medq.engine.formats import medqbench as m
 from medq.engine.formats.medqbench import FormatError
 from medq.storage.medqbench_catalog import export_medqbench, import_medqbench
@@ -182,8 +183,9 @@ def test_image_references_are_written_back(workspace, tmp_path):
 
 
 def test_qbench_import_export_round_trip(workspace, tmp_path):
-    from medq.storage.medqbench_catalog import export_qbench, import_qbench
     from PIL import Image
+
+    from medq.storage.medqbench_catalog import export_qbench, import_qbench
     (tmp_path / "imgs").mkdir()
     Image.fromarray(GRAY).save(tmp_path / "imgs" / "a.png")
     Image.fromarray(EYE).save(tmp_path / "imgs" / "b.png")

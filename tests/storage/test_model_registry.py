@@ -3,9 +3,9 @@ reloads (in a fresh process state) to a model that answers identically."""
 from __future__ import annotations
 
 import pytest
+
 from medq.engine.models.lite import LiteModel
 from medq.storage import model_registry as registry
-
 from tests.engine.lite_world import eval_mcqs, make_world
 
 

@@ -16,6 +16,9 @@ import requests
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
+from medq.errors import MedQError
+from medq.settings import load_settings
 from medq.storage.objects import (
     InvalidKeyError,
     LocalObjectStore,
@@ -26,9 +29,6 @@ from medq.storage.objects import (
     create_object_store,
     validate_key,
 )
-
-from medq.errors import MedQError
-from medq.settings import load_settings
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.services)])

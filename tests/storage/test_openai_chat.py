@@ -6,6 +6,8 @@ fake servers: ``fake_openai`` (tests/fixtures/fake_openai.py, scripted statuses)
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
+
 from medq.engine.models.base import ModelError
 from medq.engine.scoring import JudgeEndpointError
 from medq.storage.openai_chat import (
@@ -14,7 +16,6 @@ from medq.storage.openai_chat import (
     api_root,
     chat_completions_url,
 )
-from pydantic import SecretStr
 
 KEY = "sk-test-secret-123"
 HI = [{"role": "user", "content": "hi"}]

@@ -8,9 +8,18 @@ import pytest
 from medq.settings import IndexSettings
 from medq.storage.embedding_store import EmbeddingStore, EmbeddingStoreError, vector_id, vector_ids
 from medq.storage.objects import LocalObjectStore
-from medq.storage.pool_index import (PoolIndex, VectorIndexError, build_from_store, choose_index_kind,
-                                  default_nlist, latest_index_id, load_index, recall_at_k,
-                                  save_index, search_pool)
+from medq.storage.pool_index import (
+    PoolIndex,
+    VectorIndexError,
+    build_from_store,
+    choose_index_kind,
+    default_nlist,
+    latest_index_id,
+    load_index,
+    recall_at_k,
+    save_index,
+    search_pool,
+)
 
 D = 16
 

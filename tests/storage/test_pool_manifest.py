@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from medq.engine import taxonomy
 from medq.engine.world_plan import Mix
 from medq.storage.pool_manifest import (

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from medq.engine.formats import medqbench as m
 from medq.storage.images import load_images
 from medq.storage.medqbench_io import write_tsv
 from medq.storage.world_loader import WorldError, export_medqbench, load_world
-
 from tests.storage.ingest_corpus import noise, png
 from tests.storage.test_ingest import dump, objects_bytes
 

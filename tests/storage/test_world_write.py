@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from medq.engine import taxonomy
 from medq.engine.formats.medqbench import (
     frame_to_description_records,
