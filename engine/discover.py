@@ -445,16 +445,12 @@ def _validate(failures: Sequence[Failure], embeddings: np.ndarray) -> np.ndarray
 def discover_prototypes(round_id: str, failures: Sequence[Failure], embeddings: np.ndarray, *,
                         min_cluster_size: int = 5, reduce_dims: int = 8,
                         min_samples: int | None = None, noise_weight: float = 0.5,
-                        seed: int = 0, n_jobs: int = 2, loop_settings=None) -> DiscoveryResult:
+                        seed: int = 0, n_jobs: int = 2) -> DiscoveryResult:
     """Cluster a round's failures into prototypes (see module docstring for the policy).
 
-    `embeddings`: (N, d) float32, row i belongs to ``failures[i]``. `loop_settings`
-    (:class:`medq.settings.LoopSettings`), when given, supplies ``min_cluster_size`` and
-    ``reduce_dims``. Deterministic for a given input and `seed`."""
-    if loop_settings is not None:
-        min_cluster_size = loop_settings.min_cluster_size
-        reduce_dims = loop_settings.reduce_dims
-        noise_weight = getattr(loop_settings, "noise_weight", noise_weight)
+    `embeddings`: (N, d) float32, row i belongs to ``failures[i]``. Every knob is an explicit
+    keyword (the loop passes its ``settings.loop`` values; nothing overrides them behind the
+    caller's back). Deterministic for a given input and `seed`."""
     failures = list(failures)
     x = _validate(failures, embeddings)
     n = len(failures)

@@ -47,7 +47,10 @@ def find_prototypes(workspace: str, round_id: str, failures: list[Failure],
                     embeddings: np.ndarray, seed: int = 0) -> DiscoveryResult:
     """Engine call: cluster the failures into prototypes."""
     loop = open_workspace(workspace).settings.loop
-    return discover_prototypes(round_id, failures, embeddings, loop_settings=loop, seed=seed)
+    return discover_prototypes(round_id, failures, embeddings,
+                               min_cluster_size=loop.min_cluster_size,
+                               reduce_dims=loop.reduce_dims,
+                               noise_weight=loop.noise_weight, seed=seed)
 
 
 @task(name="save-discovery", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
