@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import TypedDict
 
 import numpy as np
 
@@ -59,6 +60,17 @@ class Vote:
     @property
     def types(self) -> frozenset[str]:
         return frozenset(t for t, _ in self.degradations)
+
+
+class _ResultBase(TypedDict):
+    """The fields of :class:`ConsensusResult` that every outcome of :func:`resolve` shares."""
+
+    item: str
+    rule: str
+    n_votes: int
+    verdict_share: float
+    degradation_jaccard: float
+    annotators: list[str]
 
 
 @dataclass
@@ -211,7 +223,7 @@ def resolve(item: str, votes: Sequence[Vote], *, rule: str = "majority", require
     verdicts = [v.verdict for v in votes]
     share = verdict_share(verdicts)
     jac = mean_pairwise_jaccard([v.types for v in votes])
-    base = {"item": item, "rule": rule, "n_votes": len(votes), "verdict_share": share,
+    base: _ResultBase = {"item": item, "rule": rule, "n_votes": len(votes), "verdict_share": share,
             "degradation_jaccard": jac, "annotators": [v.annotator for v in votes]}
     if len(votes) < max(required, 1):
         return ConsensusResult(status="pending", verdict=None, **base)

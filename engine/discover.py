@@ -33,7 +33,7 @@ one ordinary prototype with all of them; HDBSCAN finding no cluster -> only the 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -343,7 +343,7 @@ def _nn_spacing(x: np.ndarray) -> float:
     return float(np.median(np.sqrt(np.maximum(d2[:, 1], 0))))
 
 
-def _weighted_top(counter: Counter) -> tuple[Any, float]:
+def _weighted_top(counter: Mapping[Any, float]) -> tuple[Any, float]:
     total = sum(counter.values())
     if not total:
         return None, 0.0
@@ -355,8 +355,11 @@ def _weighted_top(counter: Counter) -> tuple[Any, float]:
 def _describe(members: Sequence[Failure], *, is_noise: bool) -> dict:
     """Dominant modality, degradation (type, level), question type and the one-line summary."""
     sev = [max(float(f.severity), 1e-6) for f in members]
-    mod, deg, qt = Counter(), Counter(), Counter()
-    levels: dict[str, Counter] = {}
+    # weighted counts (float weights: a Counter is typed for int counts only)
+    mod: defaultdict[str, float] = defaultdict(float)
+    deg: defaultdict[str, float] = defaultdict(float)
+    qt: defaultdict[str, float] = defaultdict(float)
+    levels: dict[str, defaultdict[int, float]] = {}
     for f, w in zip(members, sev):
         mod[f.modality or "unknown"] += w
         if f.question_type:
@@ -364,7 +367,7 @@ def _describe(members: Sequence[Failure], *, is_noise: bool) -> dict:
         if f.degradations:
             for d in f.degradations:
                 deg[d["type"]] += w / len(f.degradations)
-                levels.setdefault(d["type"], Counter())[int(d["level"])] += w
+                levels.setdefault(d["type"], defaultdict(float))[int(d["level"])] += w
         else:
             deg["none"] += w
     modality, mod_share = _weighted_top(mod)

@@ -321,8 +321,8 @@ class QualityEmbedder:
     @property
     def dim(self) -> int:
         """Output dimension d (after fitting)."""
-        self._check_fitted()
-        return int(self.components.shape[0]) if self.components is not None else int(self.mean.shape[0])
+        mean, _, _ = self._fit_arrays()
+        return int(self.components.shape[0]) if self.components is not None else int(mean.shape[0])
 
     def fit(self, images: Sequence[np.ndarray] | Iterable[np.ndarray]) -> "QualityEmbedder":
         """Fit standardization (+ PCA) on a reference sample of images (a few hundred to a few
@@ -372,6 +372,13 @@ class QualityEmbedder:
             raise EmbedderError(f"embedder {self.name!r} is not fitted: call fit() on a reference "
                                 "sample or restore it with QualityEmbedder.from_state()")
 
+    def _fit_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, scale, weights) of the fitted embedder; EmbedderError when not fitted."""
+        self._check_fitted()
+        # fit_features and from_state always set the three together
+        assert self.mean is not None and self.scale is not None and self.weights is not None
+        return self.mean, self.scale, self.weights
+
     # -- applying --------------------------------------------------------------------------
     def encode_raw(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Raw encoder features (N, D) float32, in batches of `batch_size`."""
@@ -385,17 +392,18 @@ class QualityEmbedder:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Raw features (N, D) -> embeddings (N, d) float32 with unit L2 norm."""
-        self._check_fitted()
+        mean, scale, weights = self._fit_arrays()
         f = np.asarray(features, dtype=np.float64)
-        if f.ndim != 2 or f.shape[1] != len(self.mean):
-            raise EmbedderError(f"embedder {self.version}: expected features (N, {len(self.mean)}), "
+        if f.ndim != 2 or f.shape[1] != len(mean):
+            raise EmbedderError(f"embedder {self.version}: expected features (N, {len(mean)}), "
                                 f"got {f.shape}")
-        z = (f - self.mean) / self.scale * self.weights
+        z = (f - mean) / scale * weights
         # a degenerate image may yield a non-finite feature: treat it as "at the reference mean"
         z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
         if self.components is not None:
             z = z @ self.components.T
             if self.whiten:
+                assert self.component_std is not None  # always set together with components
                 z = z / (self.component_std + _EPS)
         norm = np.linalg.norm(z, axis=1, keepdims=True)
         return (z / np.maximum(norm, 1e-12)).astype(np.float32)
@@ -428,13 +436,13 @@ class QualityEmbedder:
 
     def state_dict(self) -> dict:
         """Everything needed to rebuild this embedder, as JSON-safe data (lists, numbers)."""
-        self._check_fitted()
+        mean, scale, weights = self._fit_arrays()
         enc = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.encoder_params.items()}
         return {
             "format": STATE_FORMAT, "name": self.name, "dims": self.dims, "whiten": self.whiten,
             "batch_size": self.batch_size, "encoder_params": enc, "n_fit": self.n_fit,
-            "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-            "weights": self.weights.tolist(),
+            "mean": mean.tolist(), "scale": scale.tolist(),
+            "weights": weights.tolist(),
             "components": None if self.components is None else self.components.tolist(),
             "component_std": None if self.component_std is None else self.component_std.tolist(),
             "version": self.version,

@@ -48,11 +48,12 @@ class Anchor:
 
 @dataclass
 class Candidate:
-    """A pool image chosen for scoring. `distance`: Euclidean to its nearest anchor of
-    `prototype_id` (lower = closer to the failure mode); `anchor`: that anchor's index;
+    """A pool image chosen for scoring. `image_id`: the id as the kNN search returned it (a
+    str for pool images; integer ids stay integers); `distance`: Euclidean to its nearest anchor
+    of `prototype_id` (lower = closer to the failure mode); `anchor`: that anchor's index;
     `rank`: selection order within the prototype (0 = first chosen)."""
 
-    image_id: str
+    image_id: Hashable
     prototype_id: str
     anchor: int
     distance: float
@@ -173,8 +174,9 @@ def plan_anchors_from_vectors(prototype: Prototype, member_vectors: np.ndarray,
     k = min(per_prototype, len(v), per_prototype if budget is None else budget)
     if k <= 0:
         return []
-    if prototype.medoid_item_id in member_ids and not prototype.is_noise:
-        start = list(member_ids).index(prototype.medoid_item_id)
+    medoid = prototype.medoid_item_id
+    if medoid is not None and medoid in member_ids and not prototype.is_noise:
+        start = list(member_ids).index(medoid)
     else:
         start = int(np.linalg.norm(v - np.asarray(prototype.centroid, np.float32), axis=1).argmin()) \
             if len(prototype.centroid) == v.shape[1] else 0

@@ -342,8 +342,10 @@ def _freq_grids():
     return band_m.T.copy(), orient_m.T.copy(), counts, high, weight, window, (r ** 2).astype(np.float32)
 
 
-def _spectral(work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Power spectrum features (spectrum, streaks, periodic) and the autocorrelation."""
+def _spectral(work: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Power spectrum features (spectrum, streaks, periodic) and the autocorrelation
+    (rows, columns)."""
     from scipy import fft as sfft
     band_m, orient_m, counts, high, weight, window, r2 = _freq_grids()
     n = len(work)
@@ -420,13 +422,14 @@ def _exposure(work: np.ndarray) -> np.ndarray:
         inside = hist[np.arange(n), b]
         frac = np.clip((q - before) / np.maximum(inside, 1e-12), 0, 1)
         qs.append((b + frac) / 256)
-    q = np.stack(qs, 1)
+    quantiles = np.stack(qs, 1)
     clip_dark = (flat <= 0.02).mean(1)
     clip_bright = (flat >= 0.98).mean(1)
     h32 = hist.reshape(n, 32, 8).sum(2)
     ent = -(h32 * np.log2(h32 + 1e-12)).sum(1) / 5.0
-    return np.concatenate([np.stack([mu, sd, skew, kurt], 1), q,
-                           np.stack([clip_dark, clip_bright, ent, q[:, 4] - q[:, 0]], 1)], 1)
+    return np.concatenate([np.stack([mu, sd, skew, kurt], 1), quantiles,
+                           np.stack([clip_dark, clip_bright, ent,
+                                     quantiles[:, 4] - quantiles[:, 0]], 1)], 1)
 
 
 def _colour(rgb: np.ndarray) -> np.ndarray:

@@ -288,7 +288,11 @@ def route_candidates(image_ids: Sequence[str], entropies: Sequence[float] | np.n
     if order == "entropy":
         sequences = [(members("expert"), True), (members("verify"), True)]
     else:
-        rank = dict(zip(ids, retrieval_rank)) if order == "retrieval" else {}
+        assert prototype_of is not None  # an order other than "entropy" needs it (see above)
+        rank = {}
+        if order == "retrieval":
+            assert retrieval_rank is not None  # checked above
+            rank = dict(zip(ids, retrieval_rank))
         human = members("expert", "verify")
         within = {k: (math.inf if rank[k] is None else rank[k], -plan[k]["entropy"])
                   if order == "retrieval" else (-plan[k]["entropy"],) for k in human}

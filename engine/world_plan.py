@@ -29,6 +29,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -94,8 +95,9 @@ class Mix:
     @classmethod
     def from_dict(cls, d: Mapping | None) -> Mix:
         d = dict(d or {})
-        mix = cls(**{k: (tuple(v) if k == "levels" else v) for k, v in d.items()
-                     if k in cls.__dataclass_fields__})
+        kwargs: dict[str, Any] = {k: (tuple(v) if k == "levels" else v) for k, v in d.items()
+                                  if k in cls.__dataclass_fields__}
+        mix = cls(**kwargs)
         return mix.validate()
 
     def types_for(self, modality: str) -> tuple[list[str], np.ndarray]:
@@ -413,10 +415,10 @@ def plan_world(spec: WorldSpec, refs: Mapping[str, Sequence[str]]) -> WorldPlan:
     paired = []
     if spec.paired:
         rng = split_rng(spec.seed, "paired")
-        a = sample(spec.paired, rng, mix, refs)
-        b = sample(spec.paired, rng, mix, refs)
-        items_a, items_b = _items("paired", a, spec.seed), _items("paired", b, spec.seed,
-                                                                    offset=spec.paired)
+        draws_a = sample(spec.paired, rng, mix, refs)
+        draws_b = sample(spec.paired, rng, mix, refs)
+        items_a = _items("paired", draws_a, spec.seed)
+        items_b = _items("paired", draws_b, spec.seed, offset=spec.paired)
         for x, y in zip(items_a, items_b):
             # Same content (base, view), different quality: a comparison of degradations only.
             y = ItemSpec(**{**y.to_dict(), "modality": x.modality, "base_ref": x.base_ref,
@@ -457,7 +459,7 @@ def apply_view(base: np.ndarray, view: Mapping, size: int) -> np.ndarray:
     if view.get("flip_v"):
         img = img[::-1]
     if img.shape[0] != size:
-        method = Image.LANCZOS if img.shape[0] > size else Image.BICUBIC
+        method = Image.Resampling.LANCZOS if img.shape[0] > size else Image.Resampling.BICUBIC
         chans = [img] if img.ndim == 2 else [img[:, :, i] for i in range(img.shape[2])]
         out = [np.asarray(Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32), mode="F")
                           .resize((size, size), method), dtype=np.float32) for ch in chans]

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -53,8 +54,8 @@ class BaseRef:
     channels: int = 1                # 1 = grayscale, 3 = RGB (known without loading)
 
     def provenance(self) -> dict:
-        prov = {"ref": self.ref, "modality": self.modality, "package": self.package,
-                "version": _version(self.package), "file": self.file}
+        prov: dict[str, Any] = {"ref": self.ref, "modality": self.modality, "package": self.package,
+                                "version": _version(self.package), "file": self.file}
         if self.slice is not None:
             prov["slice"] = self.slice
         prov.update(dict(self.extra))
@@ -105,7 +106,8 @@ def _mni() -> np.ndarray:
         path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", MNI_FILE)
     if path and os.path.isfile(path):
         import nibabel as nib
-        vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        # nibabel types load() as FileBasedImage; the NIfTI image it returns has dataobj
+        vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)  # type: ignore[attr-defined]
         return vol / vol.max()
     from nilearn.datasets import load_mni152_template
     with warnings.catch_warnings():
@@ -336,7 +338,8 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
     chans = [a] if a.ndim == 2 else [a[:, :, c] for c in range(a.shape[2])]
     # Antialiased downsampling (LANCZOS on float mode works per channel).
     out = [np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32), mode="F")
-                      .resize((size, size), Image.LANCZOS if size < c.shape[0] else Image.BICUBIC),
+                      .resize((size, size), Image.Resampling.LANCZOS if size < c.shape[0]
+                              else Image.Resampling.BICUBIC),
                       dtype=np.float32) for c in chans]
     res = out[0] if a.ndim == 2 else np.stack(out, axis=-1)
     return np.clip(res, 0, 1).astype(np.float32)

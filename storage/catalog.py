@@ -281,6 +281,7 @@ class Catalog:
         with self.connect() as con:
             self._load_layout(con)
             slot = self._open_slot()
+            assert slot is not None  # connect() above registered this thread's connection
             if slot[2] > 0:  # nested: part of the outer transaction
                 slot[2] += 1
                 try:
@@ -325,8 +326,7 @@ class Catalog:
                     f"{self.path} is a DuckDB file but not a MedQ catalog (it holds "
                     f"{sorted(objects)[:8]}); point catalog.path elsewhere")
             return 0
-        row = con.execute(f"SELECT max(version) FROM {SCHEMA_TABLE}").fetchone()
-        return int(row[0] or 0)
+        return int(_aggregate(con, f"SELECT max(version) FROM {SCHEMA_TABLE}") or 0)
 
     def _check_version(self, *, allow_older: bool) -> int:
         version = self.schema_version()
@@ -408,7 +408,7 @@ class Catalog:
         """Row count of every table (for `medq status`)."""
         with self.connect() as con:
             self._load_layout(con)
-            return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+            return {t: int(_aggregate(con, f"SELECT count(*) FROM {t}"))
                     for t in sorted(self._columns) if _IDENT.match(t)}
 
     def step_done(self, round_id: str, step: str) -> dict | None:
@@ -421,3 +421,10 @@ class Catalog:
 def _lock_holder(msg: str) -> str:
     m = re.search(r"PID (\d+)", msg)
     return f"PID {m.group(1)}" if m else "another DuckDB process"
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """The value of a one-column aggregate query without GROUP BY (which always yields one row)."""
+    row = con.execute(sql).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns exactly one row
+    return row[0]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from medq.errors import MedQError
 
@@ -72,9 +73,9 @@ class EmbeddingStore:
 
     # -- loading ---------------------------------------------------------------------------
     def _reset_lookup(self) -> None:
-        self._sorted_vids = np.zeros(0, np.int64)
-        self._sorted_shard = np.zeros(0, np.int32)
-        self._sorted_row = np.zeros(0, np.int64)
+        self._sorted_vids: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+        self._sorted_shard: npt.NDArray[np.int32] = np.zeros(0, np.int32)
+        self._sorted_row: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 
     def _load_shard(self, name: str) -> None:
         paths = {}

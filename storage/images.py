@@ -27,15 +27,15 @@ def decode_png(data: bytes) -> np.ndarray:
         if im.mode in ("I;16", "I;16B", "I"):
             arr = np.asarray(im, dtype=np.float32)
             return arr / max(float(arr.max()), 1.0) if arr.max() > 255 else arr / 255.0
-        im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
-        return np.asarray(im, dtype=np.float32) / 255.0
+        rgb = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+        return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
 def _resize(img: np.ndarray, size: int | None) -> np.ndarray:
     if size is None or (img.shape[0] == size and img.shape[1] == size):
         return img
     pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
-    pil = pil.resize((size, size), Image.BILINEAR)
+    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(pil, dtype=np.float32) / 255.0
 
 

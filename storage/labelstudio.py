@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from medq.storage.annotation.base import (
@@ -59,6 +59,13 @@ from medq.storage.labelstudio_config import (
     result_to_labels,
     single_image_config,
 )
+
+if TYPE_CHECKING:
+    from label_studio_sdk.projects.client_ext import ProjectExt
+    from label_studio_sdk.types.all_roles_project_list import AllRolesProjectList
+    from label_studio_sdk.types.lse_project_create import LseProjectCreate
+
+    from medq.storage.annotation.ls_simulated import SimulatedTeam
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,7 @@ class LabelStudioBackend(AnnotationBackend):
         self.refreshed: dict[str, set[str]] = {}
         self._users: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._simulation = None
+        self._simulation: SimulatedTeam | None = None
 
     @classmethod
     def from_workspace(cls, workspace) -> LabelStudioBackend:
@@ -187,16 +194,18 @@ class LabelStudioBackend(AnnotationBackend):
             return self._projects[kind]  # already checked by this backend instance
         sdk, call = self.client.sdk, self.client.call
         pid = self._projects.get(kind)
-        project = None
+        project: ProjectExt | LseProjectCreate | None = None
         if pid is None:
-            for p in call(f"list projects titled {spec.title!r}",
-                          lambda: list(sdk.projects.list(title=spec.title, page_size=100))):
+            titled: list[AllRolesProjectList] = call(
+                f"list projects titled {spec.title!r}",
+                lambda: list(sdk.projects.list(title=spec.title, page_size=100)))
+            for p in titled:
                 if p.title == spec.title:
                     project = call(f"read project {p.id}", sdk.projects.get, p.id)
                     break
         else:
             project = call(f"read project {pid}", sdk.projects.get, pid)
-        wanted = {"label_config": spec.label_config,
+        wanted: dict[str, Any] = {"label_config": spec.label_config,
                   "show_collab_predictions": spec.show_predictions,
                   "maximum_annotations": spec.maximum_annotations,
                   "overlap_cohort_percentage": 100, "sampling": "Sequential sampling",
@@ -218,6 +227,9 @@ class LabelStudioBackend(AnnotationBackend):
             if changed:
                 call(f"update project {project.id} ({', '.join(sorted(changed))})",
                      sdk.projects.update, project.id, **changed)
+        if project.id is None:
+            raise LabelStudioError(f"Label Studio at {self.url} returned project {spec.title!r} "
+                                   "without an id")
         pid = int(project.id)
         self._ensure_views(pid, kind)
         if self._image_mode() == "local-files":
@@ -236,7 +248,8 @@ class LabelStudioBackend(AnnotationBackend):
         sdk, call = self.client.sdk, self.client.call
         views = call(f"list views of project {pid}", sdk.views.list, project=pid)
         titles = {(v.data or {}).get("title") for v in views}
-        wanted = [(UNCERTAIN_VIEW, {"title": UNCERTAIN_VIEW, "ordering": ["-tasks:data.uncertainty"]})]
+        wanted: list[tuple[str, dict[str, Any]]] = [
+            (UNCERTAIN_VIEW, {"title": UNCERTAIN_VIEW, "ordering": ["-tasks:data.uncertainty"]})]
         if kind == "verify":
             wanted.append((SPOT_CHECK_VIEW, {
                 "title": SPOT_CHECK_VIEW, "ordering": ["-tasks:data.uncertainty"],
@@ -408,7 +421,9 @@ class LabelStudioBackend(AnnotationBackend):
                 resp = self.client.call(
                     f"import {len(todo)} tasks into project {pid}", self.client.sdk.projects.import_tasks,
                     pid, request=[p for _, p in todo], return_task_ids=True, retry=False)
-                ids = list(resp.task_ids or [])
+                # task_ids: an extra field of the response when return_task_ids=True; the SDK's
+                # ImportTasksProjectsResponse model does not declare it
+                ids = list(resp.task_ids or [])  # type: ignore[attr-defined]
                 if len(ids) != len(todo):
                     raise LabelStudioError(f"Label Studio at {self.url} returned {len(ids)} task ids "
                                            f"for {len(todo)} imported tasks (project {pid})")
@@ -686,21 +701,23 @@ class LabelStudioBackend(AnnotationBackend):
             pid = self.project_id(kind)
             seen: dict[int, dict] = {}
             lo, hi = min(ext), max(ext)
-            for t in self.client.list_tasks(
+            for task in self.client.list_tasks(
                     f"read task states of project {pid}", pid,
                     filters=[{"filter": "filter:tasks:id", "operator": "in", "type": "Number",
                               "value": {"min": lo, "max": hi}}],
                     include="id,total_annotations,cancelled_annotations,overlap",
                     page_size=self.settings.labelstudio.page_size):
-                if int(t["id"]) in ext:
-                    seen[int(t["id"])] = t
+                if int(task["id"]) in ext:
+                    seen[int(task["id"])] = task
             for ext_id, task_id in ext.items():
-                t = seen.get(ext_id)
-                if t is None:
+                got = seen.get(ext_id)
+                if got is None:
                     states[task_id] = "deleted"
                 else:
-                    n = int(t.get("total_annotations") or 0) + int(t.get("cancelled_annotations") or 0)
-                    states[task_id] = "done" if n >= max(1, int(t.get("overlap") or 1)) else "pending"
+                    n = (int(got.get("total_annotations") or 0)
+                         + int(got.get("cancelled_annotations") or 0))
+                    overlap = max(1, int(got.get("overlap") or 1))
+                    states[task_id] = "done" if n >= overlap else "pending"
         return states
 
     def status(self, task_ids: Sequence[str]) -> QueueStatus:
@@ -767,7 +784,8 @@ def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence
     records, refreshed = backend.pull_refreshed(task_ids, full=full)
     asked = list(task_ids) if task_ids is not None else list(backend._catalog_tasks(None))
     states = backend.task_states(asked)
-    bad, good = [], []
+    bad: list[tuple[AnnotationRecord, str | None]] = []
+    good: list[tuple[AnnotationRecord, str | None]] = []
     for rec in records:
         problem = _problem(rec)
         (bad if problem else good).append((rec, problem))

@@ -154,7 +154,7 @@ def import_frame(workspace, df: pd.DataFrame, tsv: Path, *, task: str, split: st
         except (FormatError, Rejected) as exc:
             reason = str(exc) if isinstance(exc, FormatError) else f"{exc.reason}"
             where = f"row {rec['row']} (index {rec['index']!r})"
-            if strict:
+            if errors is None:  # strict
                 raise FormatError(f"{tsv}: {where}: {reason}") from exc
             errors.append({"row": rec["row"], "index": rec["index"], "reason": reason})
     if errors:
@@ -293,7 +293,9 @@ def _export_frame(workspace, kind: str, items: list[dict], out_dir: Path) -> pd.
             return fmt.encode_image(load_images(workspace, [image_id])[0])
         return base64.b64encode(objects.get_bytes(key)).decode("ascii")
 
-    records, answers_raw, seen_index = [], [], Counter()
+    records: list[dict[str, Any]] = []
+    answers_raw: list[Any] = []
+    seen_index: Counter[str] = Counter()
     for _n, it in enumerate(items):
         extra = it["_extra"]
         cells = dict(extra.get("cells") or {})

@@ -16,6 +16,7 @@ Secrets (S3 keys) live only inside the SDK client: no message, repr or log line 
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import hashlib
 import io
@@ -260,7 +261,7 @@ class ObjectStore(abc.ABC):
                 raise
         return path
 
-    def put_folder(self, prefix: str, folder: str | os.PathLike) -> list[str]:
+    def put_folder(self, prefix: str, folder: str | os.PathLike) -> builtins.list[str]:
         """Mirror the files under `folder` to ``<prefix>/<relative path>`` and delete other keys
         under ``<prefix>/`` (so :meth:`get_folder` returns exactly this folder). Every name is
         validated before anything is written. Returns the keys written, sorted."""
@@ -677,19 +678,23 @@ class S3ObjectStore(ObjectStore):
         validate_key(key)
         content_type = (content_type or mimetypes.guess_type(key)[0]
                         or "application/octet-stream")
+        data: BinaryIO | _SourceReader
         if 0 <= length <= self.part_size:
             # Read it whole so a short stream is caught before any request is sent.
             buffer = io.BytesIO()
             _copy(fileobj, buffer, length, key)
             buffer.seek(0)
-            fileobj = buffer
+            data = buffer
         else:
-            fileobj = _SourceReader(fileobj, length, key)
+            data = _SourceReader(fileobj, length, key)
         with self._errors(f"store {_show(key)}", key):
             # Unknown or large length: multipart upload in part_size parts; the SDK aborts
             # the upload if anything fails, so no partial object ever becomes visible.
-            self._client.put_object(self.bucket, key, fileobj, length, content_type=content_type,
-                                    part_size=self.part_size, num_parallel_uploads=2)
+            self._client.put_object(
+                self.bucket, key,
+                data,  # type: ignore[arg-type]  # minio types it BinaryIO; it only calls read()
+                length, content_type=content_type, part_size=self.part_size,
+                num_parallel_uploads=2)
         log.debug("put %s (%s)", key, self.location)
         return key
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import numpy.typing as npt
 
 from medq.errors import MedQError
 from medq.storage.embedding_store import EmbeddingStore, EmbeddingStoreError, vector_id, vector_ids  # noqa: F401
@@ -114,8 +115,8 @@ class _ExactTopK:
     def __init__(self, queries: np.ndarray, k: int):
         self.q = np.ascontiguousarray(queries, np.float32)
         self.k = k
-        self.d = np.full((len(self.q), k), np.inf, np.float32)
-        self.i = np.full((len(self.q), k), -1, np.int64)
+        self.d: npt.NDArray[np.float32] = np.full((len(self.q), k), np.inf, np.float32)
+        self.i: npt.NDArray[np.int64] = np.full((len(self.q), k), -1, np.int64)
         self.seconds = 0.0
 
     def update(self, ids: np.ndarray, vecs: np.ndarray) -> None:

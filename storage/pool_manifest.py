@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -96,11 +97,11 @@ def build_manifest(out_path: Path | str, size: int, seed: int = 0, *, mix: Mix |
         raise ManifestError(f"image_size must be 32-1024 px, got {image_size}")
     mix = (mix or Mix()).validate("manifest mix")
     refs = _refs(mix, image_size)
-    meta = {"format": MANIFEST_FORMAT, "size": int(size), "seed": int(seed),
-            "image_size": int(image_size), "block": BLOCK, "mix": mix.to_dict(),
-            "rare": rare.to_dict() if rare else None, "refs": refs,
-            "bases": {ref: sources.all_refs()[ref].provenance()
-                      for rs in refs.values() for ref in rs}}
+    meta: dict[str, Any] = {
+        "format": MANIFEST_FORMAT, "size": int(size), "seed": int(seed),
+        "image_size": int(image_size), "block": BLOCK, "mix": mix.to_dict(),
+        "rare": rare.to_dict() if rare else None, "refs": refs,
+        "bases": {ref: sources.all_refs()[ref].provenance() for rs in refs.values() for ref in rs}}
     meta["manifest_id"] = manifest_id(meta)
     schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
     out = Path(out_path)
@@ -202,10 +203,12 @@ class PoolManifest:
 
     def render(self, which: Sequence[int] | Sequence[str]) -> list[np.ndarray]:
         """Images of rows given by row numbers or by image ids (not mixed), in order."""
-        which = list(which)
-        if not which:
+        chosen = list(which)
+        if not chosen:
             return []
-        rows = self.rows(self.find(which) if isinstance(which[0], str) else which)
+        # not mixed: the first entry tells which of the two kinds all of them are
+        rows = self.rows(self.find(cast("list[str]", chosen)) if isinstance(chosen[0], str)
+                         else cast("list[int]", chosen))
         bases = self.bases({r["base_ref"] for r in rows})
         return [render_row(r, bases) for r in rows]
 

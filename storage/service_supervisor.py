@@ -95,7 +95,9 @@ def infra_dir() -> Path:
 
 def services_dir(settings: Settings) -> Path:
     if settings.services.dir is not None:
-        return settings.resolve(settings.services.dir)
+        path = settings.resolve(settings.services.dir)
+        assert path is not None  # resolve() returns None only for a None path
+        return path
     return Path(os.environ.get("MEDQ_SERVICES_DIR") or REPO_ROOT / ".services").resolve()
 
 

@@ -184,11 +184,11 @@ def _load_images(workspace, folder: Path, split: str, name: str, opts, summary: 
     labels = _read_labels(_labels_file(folder, name), folder, reject)
     on_disk = set(_image_files(root))
     todo: list[tuple[str, str, dict | None]] = []  # (rel path, ref, label)
-    for rel, (ref, label) in labels.items():
+    for rel, (ref, parsed) in labels.items():
         if rel not in on_disk:
             reject(ref, f"missing_image: {name}/{rel} does not exist")
             continue
-        todo.append((rel, ref, label))
+        todo.append((rel, ref, parsed))
     for rel in sorted(on_disk - set(labels)):
         if split == "train":
             reject(f"{name}/{rel}", "unlabelled_seed_image: no line in the seed labels")
@@ -227,6 +227,7 @@ def _load_images(workspace, folder: Path, split: str, name: str, opts, summary: 
                 for t in unknown_types(label["degradations"]):
                     unknown[t] += 1
             if split == "train":
+                assert label is not None  # unlabelled seed images were rejected above
                 item.update(verdict=label["verdict"], degradations=label["degradations"],
                             level=label["level"], description=label["description"])
                 summary.train += 1

@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -208,11 +209,12 @@ def write_world(spec: WorldSpec, out_dir: Path | str, progress: Progress | None 
                             ("pool", world_plan.pool))}}
     used = sorted({i.base_ref for i in world_plan.all_items()})
     write_atomic(out / "provenance.jsonl", _jsonl(provenance))
-    meta = {"format": FORMAT, "spec": spec.to_dict(), "counts": counts,
-            "base_size": base_size(size),
-            "bases": {ref: sources.load_base(ref, base_size(size))[1] for ref in used},
-            "taxonomy": {"verdicts": list(taxonomy.VERDICTS), "levels": taxonomy.LEVELS},
-            "files": sorted(written + ["provenance.jsonl"])}
+    meta: dict[str, Any] = {
+        "format": FORMAT, "spec": spec.to_dict(), "counts": counts,
+        "base_size": base_size(size),
+        "bases": {ref: sources.load_base(ref, base_size(size))[1] for ref in used},
+        "taxonomy": {"verdicts": list(taxonomy.VERDICTS), "levels": taxonomy.LEVELS},
+        "files": sorted(written + ["provenance.jsonl"])}
     write_atomic(out / "world.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return WorldWritten(str(out), counts, meta["files"] + ["world.json"])
 

@@ -74,7 +74,8 @@ def per_channel(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np
     return np.stack([fn(image[:, :, c]) for c in range(image.shape[2])], axis=-1).astype(np.float32)
 
 
-def resize(img2d: np.ndarray, shape: tuple[int, int], resample: int = Image.BILINEAR) -> np.ndarray:
+def resize(img2d: np.ndarray, shape: tuple[int, int],
+           resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
     """Resize one float channel to `shape` (H, W) with PIL's float mode (fast, no clipping)."""
     if img2d.shape == tuple(shape):
         return img2d.astype(np.float32, copy=False)
@@ -82,8 +83,8 @@ def resize(img2d: np.ndarray, shape: tuple[int, int], resample: int = Image.BILI
     return np.asarray(pil.resize((shape[1], shape[0]), resample), dtype=np.float32)
 
 
-def resize_image(image: np.ndarray, shape: tuple[int, int], resample: int = Image.BILINEAR
-                 ) -> np.ndarray:
+def resize_image(image: np.ndarray, shape: tuple[int, int],
+                 resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
     """Resize an (H, W) or (H, W, 3) float image to `shape` (H, W)."""
     return per_channel(image, lambda c: resize(c, shape, resample))
 
@@ -101,7 +102,8 @@ def norm_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates in [-1, 1]: (yy, xx) of shape (H, W)."""
     y = np.linspace(-1.0, 1.0, h, dtype=np.float32)
     x = np.linspace(-1.0, 1.0, w, dtype=np.float32)
-    return np.meshgrid(y, x, indexing="ij")
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    return yy, xx
 
 
 def fft_convolve(img2d: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from medq.engine.degrade._util import clip01, per_channel, pick, r, resize, spatial_scale, uniform
 
-_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC}
 
 
 def gaussian_noise(image: np.ndarray, level: int, rng: np.random.Generator):
@@ -32,7 +33,7 @@ def low_resolution(image: np.ndarray, level: int, rng: np.random.Generator):
     method = str(rng.choice(sorted(_RESAMPLE)))
     h, w = image.shape[:2]
     small = (max(2, round(h / factor)), max(2, round(w / factor)))
-    out = per_channel(image, lambda c: resize(resize(c, small, Image.BOX), (h, w),
+    out = per_channel(image, lambda c: resize(resize(c, small, Image.Resampling.BOX), (h, w),
                                               _RESAMPLE[method]))
     return clip01(out), {"factor": r(factor, 4), "interpolation": method}
 

@@ -56,8 +56,8 @@ def to_stored(img: np.ndarray, *, bits: int = 8) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
             raise PixelError("image contains NaN or infinite values")
-        top = 255.0 if bits == 8 else 65535.0
-        out = np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * top)
+        scale = 255.0 if bits == 8 else 65535.0
+        out = np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * scale)
         return np.ascontiguousarray(out.astype(np.uint8 if bits == 8 else np.uint16))
     raise PixelError(f"unsupported image dtype {arr.dtype}")
 
@@ -145,7 +145,7 @@ def thumbnail_png(img: np.ndarray, size: int = 128) -> bytes:
     stored = to_stored(img, bits=8) if np.asarray(img).dtype != np.uint16 else \
         np.round(np.asarray(img, dtype=np.float64) / 257.0).astype(np.uint8)
     pil = Image.fromarray(stored, mode="L" if stored.ndim == 2 else "RGB")
-    pil.thumbnail((size, size), Image.LANCZOS)
+    pil.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return buf.getvalue()

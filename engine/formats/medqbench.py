@@ -581,7 +581,7 @@ def mcq_records_to_qbench(records: Iterable[dict]) -> list[dict]:
             "question": str(rec["question"]),
             "candidates": [str(options[k]) for k in letters],
             "correct_ans": str(options[letter]),
-            "type": back.get(qtype, qtype if qtype is not None else 0),
+            "type": back.get(qtype, qtype) if qtype is not None else 0,
             "concern": int(concern) if str(concern).lstrip("-").isdigit() else concern,
         })
     return out

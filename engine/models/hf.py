@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -105,6 +106,7 @@ def sft_records(examples: Sequence[LabelledImage], seed: int = 0, mcqs_per_image
                         "images": [ex.image], "kind": "description", "item_id": ex.item_id})
     mcqs, _ = training_mcqs(examples, vocab, seed, mcqs_per_image)
     for m in mcqs:
+        assert m.answer is not None  # training_mcqs keeps only MCQs answered by one of their options
         records.append({"messages": [user_turn(mcq_prompt(m.question, m.options)), assistant_turn(m.answer)],
                         "images": [m.image], "kind": "mcq", "item_id": m.item_id})
     return records
@@ -220,9 +222,10 @@ class _Runtime:
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         hf_logging.disable_progress_bar()
         self.processor = load_processor(self.path)
-        self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None:
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None:
             raise ModelError(f"{path}: the processor has no tokenizer")
+        self.tokenizer = tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         try:
@@ -230,7 +233,8 @@ class _Runtime:
                                                                 local_files_only=True)
         except Exception as exc:
             raise ModelError(f"{path}: cannot load as an image-text-to-text model: {exc}") from exc
-        self.model = model.to(self.device).eval()
+        # @wraps(nn.Module.to) gives PreTrainedModel.to the unbound signature (self first)
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
         self.letter_ids = letter_token_ids(self.tokenizer)
         self.lock = threading.RLock()
 
@@ -307,6 +311,22 @@ def _adapter_name(version: str) -> str:
 # The model
 # ---------------------------------------------------------------------------------------------
 
+class HFConfig(TypedDict):
+    """``HFModel.config``: the constructor options, normalized (see :class:`HFModel`)."""
+
+    device: str
+    lora_rank: int
+    lora_alpha: int
+    learning_rate: float
+    batch_size: int
+    max_steps: int
+    seed: int
+    mcqs_per_image: int
+    max_new_tokens: int
+    grad_accum: int
+    gradient_checkpointing: bool | None
+
+
 class HFModel(QualityModel):
     """A local transformers MLLM (+ optional LoRA adapter). See the module docstring."""
 
@@ -322,11 +342,12 @@ class HFModel(QualityModel):
             raise ModelError("the hf backend needs a local model folder: set settings.model.hf_path "
                              "(MEDQ_MODEL__HF_PATH)")
         self.path = Path(path)
-        self.config = {"device": device, "lora_rank": int(lora_rank), "lora_alpha": int(lora_alpha),
-                       "learning_rate": float(learning_rate), "batch_size": int(batch_size),
-                       "max_steps": int(max_steps), "seed": int(seed), "mcqs_per_image": int(mcqs_per_image),
-                       "max_new_tokens": int(max_new_tokens), "grad_accum": int(grad_accum),
-                       "gradient_checkpointing": gradient_checkpointing}
+        self.config: HFConfig = {
+            "device": device, "lora_rank": int(lora_rank), "lora_alpha": int(lora_alpha),
+            "learning_rate": float(learning_rate), "batch_size": int(batch_size),
+            "max_steps": int(max_steps), "seed": int(seed), "mcqs_per_image": int(mcqs_per_image),
+            "max_new_tokens": int(max_new_tokens), "grad_accum": int(grad_accum),
+            "gradient_checkpointing": gradient_checkpointing}
         self.adapter = adapter
         self.parent: str | None = None
 
@@ -372,14 +393,14 @@ class HFModel(QualityModel):
         out = []
         for m, row in zip(questions, logits):
             probs = letter_probs(row, list(m.options), ids)
-            best = max(probs, key=probs.get)
+            best = max(probs, key=probs.__getitem__)
             out.append(MCQAnswer(m.item_id, probs, best, best))
         return out
 
     def _generate(self, prompts: list[tuple[list[dict], list[np.ndarray]]]) -> list[str]:
         import torch
         rt = self.runtime
-        texts = []
+        texts: list[str] = []
         bs = max(1, self.config["batch_size"])
         with rt.active(self.adapter) as model, torch.inference_mode():
             for s in range(0, len(prompts), bs):

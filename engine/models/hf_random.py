@@ -106,7 +106,9 @@ def build_random_qwen2vl(folder: Path, size: str = "tiny", seed: int = 0, image_
     tok = build_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
     text, vision = _sizes(size, len(tok))
-    config = Qwen2VLConfig(text_config={**text, "bos_token_id": ids["<|endoftext|>"],
+    # the stubs know only Qwen2VLConfig's own dataclass fields; the top-level token ids are extra
+    # kwargs that PreTrainedConfig keeps (they are written to config.json)
+    config = Qwen2VLConfig(text_config={**text, "bos_token_id": ids["<|endoftext|>"],  # type: ignore[call-arg]
                                         "eos_token_id": ids["<|im_end|>"],
                                         "pad_token_id": ids["<|endoftext|>"]},
                            vision_config=vision,
@@ -119,7 +121,7 @@ def build_random_qwen2vl(folder: Path, size: str = "tiny", seed: int = 0, image_
     # the processor is saved as its parts (what a Hub checkpoint holds); Qwen2VLProcessor itself
     # cannot be built without torchvision in transformers 5 (video processor), HFModel's loader
     # assembles an image-only one when needed
-    image_processor.processor_class = "Qwen2VLProcessor"
+    image_processor.processor_class = "Qwen2VLProcessor"  # type: ignore[attr-defined]  # undeclared attr
     tok.save_pretrained(folder)
     image_processor.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)

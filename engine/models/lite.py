@@ -36,6 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -71,7 +72,7 @@ _feature_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
 def _image_key(img: np.ndarray) -> bytes:
     a = np.ascontiguousarray(img)
-    h = hashlib.blake2b(a.view(np.uint8), digest_size=16)
+    h = hashlib.blake2b(a.view(np.uint8).data, digest_size=16)
     h.update(repr((a.shape, a.dtype.str)).encode())
     return h.digest()
 
@@ -265,6 +266,21 @@ def _grow_heads(old, new, old_vocab: Vocab, new_vocab: Vocab) -> None:
     new.load_state_dict(new_state)
 
 
+class LiteConfig(TypedDict):
+    """``LiteModel.config``: the constructor options, normalized (see :class:`LiteModel`)."""
+
+    epochs: int
+    warm_epochs: int
+    hidden: int
+    lr: float
+    batch_size: int
+    mcqs_per_image: int
+    mcqs_per_epoch: int
+    holdout: float
+    threads: int
+    seed: int
+
+
 class LiteModel(QualityModel):
     """The embedded CPU model. See the module docstring for the architecture.
 
@@ -282,13 +298,13 @@ class LiteModel(QualityModel):
                  hidden: int = 128, lr: float = 3e-3, batch_size: int = 256, mcqs_per_image: int = 6,
                  mcqs_per_epoch: int = 2, holdout: float = 0.1, threads: int = 1, seed: int = 0, encoder=None):
         super().__init__(version)
-        self.config = {"epochs": int(epochs), "warm_epochs": int(warm_epochs or max(1, epochs // 2)),
-                       "hidden": int(hidden), "lr": float(lr), "batch_size": int(batch_size),
-                       "mcqs_per_image": int(mcqs_per_image), "mcqs_per_epoch": int(mcqs_per_epoch),
-                       "holdout": float(holdout),
-                       "threads": int(threads), "seed": int(seed)}
+        self.config: LiteConfig = {
+            "epochs": int(epochs), "warm_epochs": int(warm_epochs or max(1, epochs // 2)),
+            "hidden": int(hidden), "lr": float(lr), "batch_size": int(batch_size),
+            "mcqs_per_image": int(mcqs_per_image), "mcqs_per_epoch": int(mcqs_per_epoch),
+            "holdout": float(holdout), "threads": int(threads), "seed": int(seed)}
         self.vocab: Vocab | None = None
-        self.net = None
+        self.net: Any | None = None  # the LiteNet of _build_net once trained (or loaded)
         self.temperature = 1.0
         self.parent: str | None = None
         self._encoder = encoder
@@ -311,6 +327,13 @@ class LiteModel(QualityModel):
     @property
     def trained(self) -> bool:
         return self.net is not None
+
+    def _trained_parts(self) -> tuple[Any, Vocab]:
+        """The network and vocabulary of a trained model (both are set together by fine_tune and
+        load); ModelError if the model is untrained."""
+        if self.net is None or self.vocab is None:
+            raise ModelError(f"lite model {self.version} is untrained: fine_tune it first")
+        return self.net, self.vocab
 
     def _embed_texts(self, texts: list[str]):
         import torch
@@ -341,40 +364,41 @@ class LiteModel(QualityModel):
     def _attributes(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Predicted attribute probabilities: modality (N, M), levels (N, K, 3), verdict (N, V)."""
         import torch
+        net, _ = self._trained_parts()
         x = torch.from_numpy(image_features(images))
-        self.net.eval()
+        net.eval()
         with _torch_threads(self.config["threads"]), torch.inference_mode():
-            _, lm, ll, lv = self.net.attributes(x)
+            _, lm, ll, lv = net.attributes(x)
         return {"modality": lm.softmax(-1).numpy(), "levels": ll.softmax(-1).numpy(),
                 "verdict": lv.softmax(-1).numpy()}
 
     def predict_attributes(self, images: Sequence[np.ndarray]) -> list[dict]:
         """Per image: modality, verdict, degradations [{"type", "level", "prob"}] with presence
         probability > 0.5, verdict probabilities and a quality score (higher = better, 0..1)."""
-        if not self.trained:
-            raise ModelError(f"lite model {self.version} is untrained: fine_tune it first")
+        _, vocab = self._trained_parts()
         att = self._attributes(images)
         out = []
-        ranks = np.array([self.vocab.verdict_rank(v) for v in self.vocab.verdicts])
+        ranks = np.array([vocab.verdict_rank(v) for v in vocab.verdicts])
         worst_rank = max(ranks.max(), 1.0)
         for i in range(len(images)):
             lv = att["levels"][i]
             present = 1 - lv[:, 0]
-            degs = [{"type": t, "level": int(1 + (lv[k, 2] > lv[k, 1])), "prob": float(present[k])}
-                    for k, t in enumerate(self.vocab.degradations) if present[k] > 0.5]
+            degs: list[dict[str, Any]] = [
+                {"type": t, "level": int(1 + (lv[k, 2] > lv[k, 1])), "prob": float(present[k])}
+                for k, t in enumerate(vocab.degradations) if present[k] > 0.5]
             degs.sort(key=lambda d: (-d["level"], -d["prob"], d["type"]))
             pv = att["verdict"][i]
-            verdict = self.vocab.verdicts[int(pv.argmax())]
-            if not degs and len(present) and self.vocab.verdict_rank(verdict) > 0:
+            verdict = vocab.verdicts[int(pv.argmax())]
+            if not degs and len(present) and vocab.verdict_rank(verdict) > 0:
                 # a verdict below the best needs a reason: name the most likely degradation
                 k = int(present.argmax())
-                degs = [{"type": self.vocab.degradations[k],
-                         "level": int(min(2, max(1, self.vocab.verdict_rank(verdict)))),
+                degs = [{"type": vocab.degradations[k],
+                         "level": int(min(2, max(1, vocab.verdict_rank(verdict)))),
                          "prob": float(present[k])}]
             score = 1 - float(pv @ ranks) / worst_rank
-            out.append({"modality": self.vocab.modalities[int(att["modality"][i].argmax())],
+            out.append({"modality": vocab.modalities[int(att["modality"][i].argmax())],
                         "verdict": verdict,
-                        "verdict_probs": dict(zip(self.vocab.verdicts, pv.round(6).tolist())),
+                        "verdict_probs": dict(zip(vocab.verdicts, pv.round(6).tolist())),
                         "degradations": degs, "quality": score,
                         "severity": float((lv[:, 1] + 2 * lv[:, 2]).sum())})
         return out
@@ -392,7 +416,9 @@ class LiteModel(QualityModel):
                 out.append(MCQAnswer(m.item_id, {k: p for k in m.options}, next(iter(m.options)),
                                      next(iter(m.options))))
             return out
-        images, img_index = [], []
+        net, _ = self._trained_parts()
+        images: list[np.ndarray] = []
+        img_index: list[int] = []
         seen: dict[bytes, int] = {}
         for m in questions:
             key = _image_key(m.image)
@@ -401,16 +427,16 @@ class LiteModel(QualityModel):
                 images.append(m.image)
             img_index.append(seen[key])
         probs_all = []
-        self.net.eval()
+        net.eval()
         x_all = torch.from_numpy(image_features(images))
         with _torch_threads(self.config["threads"]), torch.inference_mode():
-            h, lm, ll, lv = self.net.attributes(x_all)
+            h, lm, ll, lv = net.attributes(x_all)
             for s in range(0, len(questions), 1024):
                 chunk = questions[s:s + 1024]
                 idx = torch.tensor(img_index[s:s + 1024])
                 emb, q_idx, o_idx, mask = self._pack(chunk)
-                logits = self.net.option_logits(h[idx], lm.softmax(-1)[idx], ll.softmax(-1)[idx],
-                                                lv.softmax(-1)[idx], emb, q_idx, o_idx, mask)
+                logits = net.option_logits(h[idx], lm.softmax(-1)[idx], ll.softmax(-1)[idx],
+                                           lv.softmax(-1)[idx], emb, q_idx, o_idx, mask)
                 probs_all.append(torch.softmax(logits / self.temperature, -1).double().numpy())
         out = []
         r = 0
@@ -466,8 +492,9 @@ class LiteModel(QualityModel):
             return []
         if not self.trained:
             return [Comparison("A", 0.5, "The model is untrained; no preference.") for _ in pairs]
+        _, vocab = self._trained_parts()
         atts = self.predict_attributes([im for pair in pairs for im in pair])
-        ranks = np.array([self.vocab.verdict_rank(v) for v in self.vocab.verdicts])
+        ranks = np.array([vocab.verdict_rank(v) for v in vocab.verdicts])
         out = []
         for i in range(len(pairs)):
             a, b = atts[2 * i], atts[2 * i + 1]
@@ -479,7 +506,7 @@ class LiteModel(QualityModel):
             if abs(prob_a - 0.5) < 0.02:  # verdicts cannot separate them: less severity wins
                 diff = b["severity"] - a["severity"]
                 prob_a = float(1 / (1 + np.exp(-2 * diff)))
-            text = comparison_text(a, b, prob_a, self.vocab.verdict_rank)
+            text = comparison_text(a, b, prob_a, vocab.verdict_rank)
             out.append(Comparison("A" if prob_a >= 0.5 else "B", prob_a, text))
         return out
 
@@ -492,7 +519,8 @@ class LiteModel(QualityModel):
         seed = self.config["seed"] if seed is None else int(seed)
         t0, c0 = time.perf_counter(), time.process_time()
         cfg = self.config
-        new = LiteModel(new_version, encoder=self._encoder, **{**cfg, "seed": seed})
+        new_cfg: LiteConfig = {**cfg, "seed": seed}
+        new = LiteModel(new_version, encoder=self._encoder, **new_cfg)
         new.parent = self.version
         with _torch_threads(cfg["threads"]):
             torch.manual_seed(seed)
@@ -502,7 +530,8 @@ class LiteModel(QualityModel):
             vocab = Vocab.from_examples(examples, base=self.vocab if warm else None)
             net = _build_net(feats.shape[1], vocab, cfg["hidden"])
             if warm:
-                _grow_heads(self.net, net, self.vocab, vocab)
+                old_net, old_vocab = self._trained_parts()
+                _grow_heads(old_net, net, old_vocab, vocab)
             else:
                 with torch.no_grad():
                     net.feat_mean.copy_(torch.from_numpy(feats.mean(0)))
@@ -519,7 +548,8 @@ class LiteModel(QualityModel):
     def _train(self, examples: list[LabelledImage], feats: np.ndarray, epochs: int, seed: int):
         import torch
         import torch.nn.functional as F
-        cfg, net, vocab = self.config, self.net, self.vocab
+        cfg = self.config
+        net, vocab = self._trained_parts()
         n = len(examples)
         rng = np.random.default_rng(seed)
         perm = rng.permutation(n)
@@ -531,7 +561,11 @@ class LiteModel(QualityModel):
         if not mcqs:
             raise ModelError("fine_tune: could not generate any training question from the labels")
         emb, q_idx, o_idx, mask = self._pack(mcqs)
-        gold = torch.tensor([list(m.options).index(m.answer) for m in mcqs])
+        gold_idx = []
+        for m in mcqs:
+            assert m.answer is not None  # training_mcqs keeps only MCQs answered by one of their options
+            gold_idx.append(list(m.options).index(m.answer))
+        gold = torch.tensor(gold_idx)
         owner_t = torch.from_numpy(owner)
         tg = {k: torch.from_numpy(v) for k, v in targets(examples, vocab).items()}
         x = torch.from_numpy(feats)
@@ -577,7 +611,7 @@ class LiteModel(QualityModel):
                 ep_loss += float(loss.detach()) * len(b)
             losses.append(ep_loss / max(1, len(order)))
 
-        info = {"n_mcqs": len(mcqs), "n_holdout_images": int(n_hold)}
+        info: dict[str, Any] = {"n_mcqs": len(mcqs), "n_holdout_images": int(n_hold)}
         self.temperature = 1.0
         if len(hold_q):
             net.eval()
@@ -599,7 +633,7 @@ class LiteModel(QualityModel):
         from medq.engine.models import write_manifest
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.trained:
+        if self.net is not None:  # trained
             torch.save(self.net.state_dict(), folder / WEIGHTS)
         from medq.engine.features import FEATURE_DIM
         write_manifest(folder, self.backend, self.version, parent=self.parent, config=self.config,

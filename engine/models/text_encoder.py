@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,13 @@ class TextEncoder:
         self.max_length = max_length
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
-        self._model = None
-        self._tokenizer = None
+        self._model: Any | None = None
+        self._tokenizer: Any | None = None
 
-    def _load(self):
-        if self._model is not None:
-            return
+    def _load(self) -> tuple[Any, Any]:
+        """The tokenizer and the model, loaded on first use."""
+        if self._model is not None and self._tokenizer is not None:
+            return self._tokenizer, self._model
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,18 +54,20 @@ class TextEncoder:
         was = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         finally:
             if was:
                 hf_logging.enable_progress_bar()
+        self._tokenizer, self._model = tokenizer, model
+        return tokenizer, model
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Strings are batched only with strings of the same token length: no padding, so a
         string's vector does not depend on what it was batched with (reproducible training)."""
         import torch
-        self._load()
-        ids = self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        tokenizer, model = self._load()
+        ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         by_len: dict[int, list[int]] = {}
         for i, t in enumerate(ids):
             by_len.setdefault(len(t), []).append(i)
@@ -75,8 +79,8 @@ class TextEncoder:
                     chunk = rows[s:s + self.batch_size]
                     input_ids = torch.tensor([ids[i] for i in chunk])
                     mask = torch.ones_like(input_ids)
-                    hidden = self._model(input_ids=input_ids, attention_mask=mask,
-                                         token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+                    hidden = model(input_ids=input_ids, attention_mask=mask,
+                                   token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
                     pooled = hidden.mean(1)
                     out[chunk] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
         return out

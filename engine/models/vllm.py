@@ -308,14 +308,20 @@ class VLLMModel(QualityModel):
     # ------------------------------------------------------------------ transport
     def _offline_engine(self) -> _Offline:
         if self._offline is None:
+            if self.path is None:  # __init__ requires a path when there is no endpoint transport
+                raise ModelError("offline vLLM needs settings.model.hf_path (a local model folder)")
             self._offline = _Offline(self.path, self.lora_rank)
         return self._offline
 
     def _endpoint_model(self) -> str:
-        if self.lora_name:
-            self._client.load_adapter(self.lora_name, self.adapter_path)
-            return self.lora_name
-        return self._client.served_model()
+        client = self._client
+        if client is None:
+            raise ModelError(f"vllm model {self.version}: no endpoint transport (it runs offline)")
+        name = self.lora_name
+        if name and self.adapter_path:  # lora_name is set exactly when adapter_path is
+            client.load_adapter(name, self.adapter_path)
+            return name
+        return client.served_model()
 
     def _first_token(self, prompts: list[tuple[str, list[np.ndarray]]]) -> list[list[tuple[str, float]]]:
         """Top log-probabilities of the first answer token for each (text, images) prompt."""
@@ -385,7 +391,7 @@ class VLLMModel(QualityModel):
                                    [list(m.options) for m in questions])
         out = []
         for m, p in zip(questions, probs):
-            best = max(p, key=p.get)
+            best = max(p, key=p.__getitem__)
             out.append(MCQAnswer(m.item_id, p, best, best))
         return out
 

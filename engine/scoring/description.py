@@ -23,6 +23,7 @@ import abc
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from medq.engine.taxonomy import (
     DEGRADATION_NAMES,
@@ -193,7 +194,7 @@ class DescriptionScores:
         return float(sum(scored) * len(DIMENSIONS) / len(scored))
 
     def to_dict(self) -> dict:
-        out = {**self.values(), "overall": self.overall}
+        out: dict[str, Any] = {**self.values(), "overall": self.overall}
         if self.details:
             out["details"] = self.details
         return out
@@ -215,7 +216,8 @@ def aggregate_descriptions(scores: Sequence[DescriptionScores]) -> dict:
         out[d] = mean
         out[f"n_{d}"] = len(vals)
         means.append(mean)
-    out["overall"] = None if any(m is None for m in means) else float(sum(means))
+    scored = [m for m in means if m is not None]
+    out["overall"] = None if len(scored) < len(means) else float(sum(scored))
     return out
 
 

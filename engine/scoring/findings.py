@@ -201,8 +201,8 @@ def _lexicon() -> tuple[re.Pattern, dict[str, tuple[frozenset[str], bool, str | 
                 add(phrase, frozenset({dtype}), True, dtype)
     # The generic words inside specific names ("low-dose noise", "ghosting artifacts") are
     # covered because the longest alternative is tried first at each position.
-    phrases = sorted(table, key=len, reverse=True)
-    pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(p) for p in phrases) +
+    longest_first = sorted(table, key=len, reverse=True)
+    pattern = re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(p) for p in longest_first) +
                          r")(?:e?s)?(?![a-z0-9])")
     return pattern, table
 

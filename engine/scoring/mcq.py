@@ -140,7 +140,7 @@ def expected_calibration_error(confidence: Sequence[float] | np.ndarray,
     return float(ece)
 
 
-def ece_from_probs(probs: Sequence[Mapping[str, float]], gold: Sequence[str],
+def ece_from_probs(probs: Sequence[Mapping[str, float]], gold: Sequence[str | None],
                    n_bins: int = ECE_BINS) -> float:
     """ECE of option probabilities: confidence = max probability, correct = arg-max == gold.
     Items without probabilities (empty mapping) are skipped."""
@@ -175,12 +175,13 @@ def gold_letter(answer: str | int | None) -> str | None:
 
 @dataclass
 class MCQResult:
-    """One scored MCQ. `predicted` is the extracted letter (None = unparseable, counts wrong);
-    `probs` the option probabilities (may be empty for a text-only model); `level` the worst
-    degradation level 0/1/2 of the image (None = unknown)."""
+    """One scored MCQ. `gold` is the gold letter (None = no usable gold answer, counts wrong);
+    `predicted` is the extracted letter (None = unparseable, counts wrong); `probs` the option
+    probabilities (may be empty for a text-only model); `level` the worst degradation level
+    0/1/2 of the image (None = unknown)."""
 
     item_id: str
-    gold: str
+    gold: str | None
     predicted: str | None
     probs: Mapping[str, float] | None = None
     modality: str | None = None
@@ -222,15 +223,16 @@ def accuracy_report(results: Sequence[MCQResult]) -> dict:
     breakdown but still count overall. Every group is {"n", "correct", "accuracy"}."""
     results = list(results)
     overall = _acc([r.correct for r in results])
-    with_probs = [r for r in results if r.probs]
-    entropies = [r.entropy for r in with_probs]
+    # (probabilities, gold) of the results that have option probabilities
+    with_probs = [(r.probs, r.gold) for r in results if r.probs]
+    entropies = [normalized_entropy(p) for p, _ in with_probs]  # = r.entropy
     return {
         **overall,
         "per_modality": _group(results, lambda r: r.modality, order=MODALITIES),
         "per_type": _group(results, lambda r: r.question_type, order=QUESTION_TYPES),
         "per_level": _group(results, lambda r: LEVELS.get(int(r.level)) if r.level is not None
                             else None, order=tuple(LEVELS.values())),
-        "ece": ece_from_probs([r.probs for r in with_probs], [r.gold for r in with_probs])
+        "ece": ece_from_probs([p for p, _ in with_probs], [g for _, g in with_probs])
         if with_probs else None,
         "mean_entropy": float(np.mean(entropies)) if entropies else None,
         "unparsed": sum(r.predicted is None for r in results),

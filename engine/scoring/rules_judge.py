@@ -26,6 +26,7 @@ the one it concludes is better; quality_accuracy is 2 for the matching conclusio
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from medq.engine.scoring.description import (
     IMAGE_REF,
@@ -80,7 +81,8 @@ def _completeness(units: list[_GoldUnit], pred: Findings) -> float:
 
 
 def _preciseness(units: list[_GoldUnit], pred: Findings, gold_modality: str | None) -> tuple[float, dict]:
-    penalty, notes = 0.0, {"invented": [], "denied": [], "wrong_level": []}
+    penalty = 0.0
+    notes: dict[str, Any] = {"invented": [], "denied": [], "wrong_level": []}
     seen_invented: set[frozenset[str]] = set()
     for m in pred.present:
         matched = [u for u in units if m.types & u.types]

@@ -101,7 +101,8 @@ class SimulatedLSAnnotator:
     def answer(self, task: Mapping[str, Any]) -> tuple[list[dict], float, int | None]:
         """(result, lead_time, parent_prediction id) for `task` (data + predictions)."""
         data = task.get("data") or {}
-        labels = self.truth.get(data.get("image_id"))
+        image_id = data.get("image_id")
+        labels = self.truth.get(image_id) if image_id is not None else None
         if labels is None:
             raise LabelStudioError(f"annotator {self.email}: no ground truth for image "
                                    f"{data.get('image_id')} (task {data.get('task_id')})")

@@ -154,8 +154,8 @@ def file_truth(path: Path, catalog, salt: Callable[[], str] | None = None) -> Tr
                         break
                 else:
                     if src.startswith("ingest:") and "/" in src:
-                        name = pseudonyms.get(src[src.index("/"):])
-                        if name is not None:
-                            out[r["image_id"]] = by_name[name]
+                        original = pseudonyms.get(src[src.index("/"):])
+                        if original is not None:
+                            out[r["image_id"]] = by_name[original]
         return out
     return lookup

@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from medq.errors import MedQError
@@ -77,7 +78,7 @@ def _list_s3(uri: str, settings) -> list[SourceFile]:
             rel = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
             ref = f"s3://{bucket}/{key}"
             files.append(SourceFile(ref=ref, rel=rel, size=size,
-                                    read=(lambda k=key: store.get_bytes(k)),
+                                    read=partial(store.get_bytes, key),
                                     root=ref[:len(ref) - len(rel)].rstrip("/")))
     except ObjectStoreError as exc:
         raise SourceError(f"cannot list {uri} at {o.s3_endpoint} (objects.s3_* settings): "
