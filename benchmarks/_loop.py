@@ -1,10 +1,10 @@
-"""The closed loop driven step by step for benchmarks, with swappable candidate selection.
+"""The closed loop driven round by round for benchmarks, with swappable candidate selection.
 
-:func:`run_round` is ``flows/engine_loop.py`` for one round, written out with the same task
-functions (called through ``.fn``: no Prefect engine, no API server, no retries or checkpoint
-skipping; nothing else differs). Only the *selection* step (which pool images go to which lane)
-depends on the strategy; annotate, curate, fine-tune, evaluate and promote are the loop's own
-code for every strategy, so a difference between strategies comes from what they select.
+:func:`run_round` opens a round and runs :func:`medq.tasks.one_round.run_round`, the same
+function ``flows/engine_loop.py`` runs inside its flow run; here it is a plain call (no Prefect
+engine, no API server, no retries). Only the *selection* step (which pool images go to which
+lane) depends on the strategy; annotate, curate, fine-tune, evaluate and promote are the loop's
+own steps for every strategy, so a difference between strategies comes from what they select.
 
 Strategies (``k`` = the number of expert-lane labels the round budget buys,
 ``floor(budget / lanes.expert_cost)``):
@@ -22,9 +22,6 @@ Strategies (``k`` = the number of expert-lane labels the round budget buys,
 
 Baseline picks are scored by the round's starting model *after* selection, only to record what
 share of the picks the model gets wrong (``picks_wrong``); that score never influences a choice.
-
-Call every function inside ``prefect.logging.disable_run_logger()`` (tasks log through
-``get_run_logger``, which needs a run context otherwise).
 """
 from __future__ import annotations
 
@@ -42,117 +39,26 @@ _CODES = {s: i + 1 for i, s in enumerate(STRATEGIES)}
 # -- shared steps (identical for every strategy) ------------------------------------------------
 
 def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
-    """The loop's evaluation of a model version (judge "rules", as ``evaluate_flow``)."""
-    from medq.flows.evaluate import evaluate_model
-    from medq.tasks.evaluate import load_model
-    from medq.tasks.training import existing_evaluation
-    done = existing_evaluation.fn(ws, version)
-    if done is not None:
-        return done
-    result = evaluate_model(ws, load_model.fn(ws, version), "rules", round_id=round_id)
-    return {"eval_id": result.eval_id, "metrics": result.metrics}
+    """The loop's evaluation step (stored evaluation reused): {"eval_id", "metrics"}."""
+    from medq.tasks.evaluate import evaluate_version as step
+    return step(ws, version, round_id)
 
 
 def bootstrap(ws: str, seed: int) -> dict:
-    """``flows/bootstrap.py``: train, evaluate and promote the seed model (idempotent)."""
-    from medq.tasks.rounds import current_champion
-    from medq.tasks.training import promote_if_better, seed_dataset, train_model
-    champion = current_champion.fn(ws)
-    if champion is None:
-        dataset_id = seed_dataset.fn(ws)
-        trained = train_model.fn(ws, None, dataset_id, None, seed)
-        evaluate_version(ws, trained["version"], None)
-        promote_if_better.fn(ws, None, trained["version"], None)
-        champion = trained["version"]
+    """The loop's round 0 (train, evaluate and promote the seed model; idempotent), plus the
+    champion's metrics: {"version", "metrics"}."""
+    from medq.tasks.training import bootstrap as step
+    champion = step(ws, seed)
     return {"version": champion, "metrics": evaluate_version(ws, champion, None)["metrics"]}
 
 
 def prepare_pool(ws: str, seed: int) -> dict:
     """Fit the embedder, embed the pool, build the index (what explore does first, once)."""
     from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
-    embedder = ensure_embedder.fn(ws, seed)
-    embedded = embed_pool.fn(ws)
-    index = ensure_pool_index.fn(ws, seed)
+    embedder = ensure_embedder(ws, seed)
+    embedded = embed_pool(ws)
+    index = ensure_pool_index(ws, seed)
     return {"embedder": embedder, **embedded, "index": index}
-
-
-def _discover(ws: str, round_id: str, model_in: str, seed: int) -> dict:
-    """``flows/discover.py``."""
-    from medq.tasks.discover import collect_failures, find_prototypes, save_discovery
-    from medq.tasks.embed import embed_images, ensure_embedder
-    evaluation = evaluate_version(ws, model_in, round_id)
-    ensure_embedder.fn(ws, seed)
-    failures = collect_failures.fn(ws, evaluation["eval_id"])
-    embeddings = embed_images.fn(ws, [f.image_id for f in failures])
-    result = find_prototypes.fn(ws, round_id, failures, embeddings, seed)
-    return save_discovery.fn(ws, round_id, evaluation["eval_id"], failures, result)
-
-
-def _explore(ws: str, round_id: str, model_in: str, candidates: int, seed: int) -> dict:
-    """``flows/explore.py``."""
-    from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
-    from medq.tasks.explore import (
-        excluded_images,
-        load_prototypes,
-        pool_base_rate,
-        retrieve_candidates,
-        save_candidates,
-        score_candidates,
-    )
-    ensure_embedder.fn(ws, seed)
-    embedded = embed_pool.fn(ws)
-    index = ensure_pool_index.fn(ws, seed)
-    prototypes = load_prototypes.fn(ws, round_id)
-    exclude = excluded_images.fn(ws)
-    rows = retrieve_candidates.fn(ws, round_id, index["index_id"], candidates, prototypes, exclude)
-    scored = score_candidates.fn(ws, model_in, rows)
-    base_rate = pool_base_rate.fn(ws, model_in, seed=seed)
-    return save_candidates.fn(ws, round_id, scored, {
-        "index": index, "pool": embedded["pool"], "pool_base_rate": base_rate})
-
-
-def _route(ws: str, round_id: str, budget: float, seed: int) -> dict:
-    """``flows/route.py``."""
-    from medq.tasks.route import auto_threshold, save_routes
-    from medq.tasks.route import route as route_task
-    threshold = auto_threshold.fn(ws, round_id)
-    result = route_task.fn(ws, round_id, budget, threshold["threshold"], seed)
-    return {**save_routes.fn(ws, round_id, result), "threshold": threshold}
-
-
-def _annotate(ws: str, round_id: str, annotator: str, model_in: str, config: dict) -> dict:
-    """``flows/annotate.py``."""
-    from medq.tasks.annotate import collect_annotations, queue_tasks, submit_tasks
-    from medq.tasks.rounds import save_checkpoint
-    queued = queue_tasks.fn(ws, round_id, annotator, model_in)
-    submit_tasks.fn(ws, round_id, annotator)
-    pulled = collect_annotations.fn(ws, round_id, annotator, config["wait_timeout_s"],
-                                    config["poll_interval_s"])
-    return save_checkpoint.fn(ws, round_id, "annotate", {"queued": queued, **pulled})
-
-
-def _curate(ws: str, round_id: str, model_in: str) -> dict:
-    """``flows/curate.py``."""
-    from medq.tasks.curate import (
-        auto_labels,
-        human_labels,
-        parent_dataset,
-        register_dataset,
-        validate_batch,
-    )
-    labels = human_labels.fn(ws, round_id) + auto_labels.fn(ws, round_id, model_in)
-    frame, report = validate_batch.fn(ws, round_id, labels)
-    parent = parent_dataset.fn(ws, round_id)
-    return register_dataset.fn(ws, round_id, frame, report, labels, parent)
-
-
-def _finetune(ws: str, round_id: str, model_in: str, dataset_id: str, seed: int) -> dict:
-    """``flows/finetune.py``."""
-    from medq.tasks.training import promote_if_better, train_model
-    trained = train_model.fn(ws, model_in, dataset_id, round_id, seed)
-    evaluate_version(ws, trained["version"], round_id)
-    return {**promote_if_better.fn(ws, round_id, trained["version"], model_in),
-            "train": trained["train"]}
 
 
 # -- selection of the baselines -----------------------------------------------------------------
@@ -163,12 +69,12 @@ def _rng(seed: int, strategy: str, round_index: int) -> np.random.Generator:
 
 def unlabelled_pool(ws: str) -> list[str]:
     """Pool images that are not labelled, queued or in the eval set (the loop's exclusion)."""
+    from medq.storage import loop_records
     from medq.tasks._runtime import open_workspace
     from medq.tasks.explore import excluded_images
-    excluded = set(excluded_images.fn(ws))
-    rows = open_workspace(ws).catalog.query(
-        "SELECT DISTINCT image_id FROM items WHERE split = 'pool' ORDER BY image_id")
-    return [r["image_id"] for r in rows if r["image_id"] not in excluded]
+    excluded = set(excluded_images(ws))
+    return [i for i in loop_records.pool_image_ids(open_workspace(ws).catalog)
+            if i not in excluded]
 
 
 def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
@@ -207,6 +113,7 @@ def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
 def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: str, k: int,
             config: dict, seed: int, coreset_max: int) -> tuple[list[dict], list[str], dict]:
     """Baseline selection: (candidate rows to record, image ids for the expert lane, info)."""
+    from medq.storage import loop_records
     from medq.tasks._runtime import open_workspace
     from medq.tasks.embed import embed_images, ensure_pool_index, pool_store
     from medq.tasks.explore import (
@@ -218,10 +125,10 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
     rng = _rng(seed, strategy, round_index)
     info: dict[str, Any] = {"strategy": strategy, "k": k, "n_scored_for_selection": 0}
     if strategy == "retrieval":
-        index = ensure_pool_index.fn(ws, seed)
-        prototypes = load_prototypes.fn(ws, round_id)
-        rows = retrieve_candidates.fn(ws, round_id, index["index_id"], k, prototypes,
-                                      excluded_images.fn(ws))
+        index = ensure_pool_index(ws, seed)
+        prototypes = load_prototypes(ws, round_id)
+        rows = retrieve_candidates(ws, round_id, index["index_id"], k, prototypes,
+                                   excluded_images(ws))
         picks = [r["image_id"] for r in rows][:k]
         return rows, picks, info
     avail = unlabelled_pool(ws)
@@ -231,7 +138,7 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
         size = min(int(config["candidates_per_round"]), len(avail))
         sample = sorted(rng.choice(avail, size=size, replace=False).tolist())
         rows = [{"round_id": round_id, "image_id": i, "rank": r} for r, i in enumerate(sample)]
-        scored = score_candidates.fn(ws, model_in, rows)
+        scored = score_candidates(ws, model_in, rows)
         info["n_scored_for_selection"] = len(scored)
         top = sorted(scored, key=lambda r: (-r["entropy"], r["image_id"]))[:k]
         rank = {r["image_id"]: j for j, r in enumerate(top)}
@@ -243,14 +150,13 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
         if len(avail) > coreset_max:  # bounded cost on big pools: a uniform subsample
             avail = sorted(rng.choice(avail, size=coreset_max, replace=False).tolist())
             info["coreset_subsample"] = coreset_max
-        labelled = [r["image_id"] for r in ws_obj.catalog.query(
-            "SELECT DISTINCT image_id FROM items WHERE split = 'train' ORDER BY image_id")]
+        labelled = loop_records.train_image_ids(ws_obj.catalog)
         store = pool_store(ws_obj)
         in_store = store.contains(labelled)
         centers = [store.get([i for i, s in zip(labelled, in_store) if s])]
         rest = [i for i, s in zip(labelled, in_store) if not s]
         if rest:  # seed images are not pool images: embed them with the same embedder
-            centers.append(embed_images.fn(ws, rest))
+            centers.append(embed_images(ws, rest))
         picks = [avail[i] for i in k_center_greedy(store.get(avail), np.concatenate(centers), k)]
     else:
         raise ValueError(f"unknown baseline strategy {strategy!r}")
@@ -268,7 +174,7 @@ def _baseline_routes(ws: str, round_id: str, rows: list[dict], picks: list[str],
     from medq.tasks.route import save_routes
     lanes = open_workspace(ws).settings.lanes
     entropy = {r["image_id"]: r.get("entropy") for r in rows}
-    explored = save_candidates.fn(ws, round_id, rows, {"selection": info})
+    explored = save_candidates(ws, round_id, rows, {"selection": info})
     routes, spend = [], 0.0
     for iid in picks:
         if spend + lanes.expert_cost > budget + 1e-9:
@@ -280,7 +186,7 @@ def _baseline_routes(ws: str, round_id: str, rows: list[dict], picks: list[str],
                       "spend": float(sum(r.cost for r in routes if r.lane == lane)),
                       "spot_checks": 0} for lane in LANES}
     result = RoutingResult(routes, [], float(spend), budget, lanes.auto_entropy, by_lane)
-    return explored, save_routes.fn(ws, round_id, result)
+    return explored, save_routes(ws, round_id, result)
 
 
 # -- one round ----------------------------------------------------------------------------------
@@ -288,19 +194,40 @@ def _baseline_routes(ws: str, round_id: str, rows: list[dict], picks: list[str],
 def round_config(ws: str, budget: float, candidates: int, seed: int,
                  annotator: str = "simulated") -> dict:
     from medq.tasks.rounds import resolve_config
-    return resolve_config.fn(ws, {"budget_per_round": budget, "annotator": annotator,
-                                  "candidates_per_round": candidates, "seed": seed})
+    return resolve_config(ws, {"budget_per_round": budget, "annotator": annotator,
+                               "candidates_per_round": candidates, "seed": seed})
+
+
+def _baseline_selection(strategy: str, coreset_max: int):
+    """A :data:`~medq.tasks.one_round.Selection` for a baseline `strategy`."""
+    from medq.tasks._runtime import open_workspace
+    from medq.tasks.discover import discover
+    from medq.tasks.explore import score_candidates
+
+    def select(ws: str, opened: dict, config: dict) -> tuple[dict, dict, dict]:
+        round_id, model_in = opened["round_id"], opened["model_in"]
+        seed, budget = int(config["seed"]), float(config["budget_per_round"])
+        discovered: dict = {}
+        if strategy == "retrieval":
+            discovered = discover(ws, round_id, model_in, seed)
+        k = math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9)
+        rows, picks, info = _select(ws, strategy, round_id, int(opened["round_index"]), model_in,
+                                    k, config, seed, coreset_max)
+        if rows and "entropy" not in rows[0]:  # record-only scores (see module docstring)
+            rows = score_candidates(ws, model_in, rows)
+        explored, routed = _baseline_routes(ws, round_id, rows, picks, budget, info)
+        explored["n_scored_for_selection"] = info["n_scored_for_selection"]
+        return discovered, explored, routed
+    return select
 
 
 def run_round(ws: str, strategy: str, config: dict, *, coreset_max: int = 50_000) -> dict:
     """One round of `strategy` on workspace `ws` (a folder). Returns the round summary (as the
     loop stores it) plus ``steps`` (wall seconds per step), ``strategy``, ``curation_failed``."""
-    from medq.tasks.explore import score_candidates
-    from medq.tasks.report import round_summary
-    from medq.tasks.rounds import close_round, current_champion, mark_stopped, open_round
+    from medq.tasks.one_round import run_round as play
+    from medq.tasks.rounds import current_champion, open_round
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {STRATEGIES}")
-    seed, budget = int(config["seed"]), float(config["budget_per_round"])
     steps: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -310,70 +237,36 @@ def run_round(ws: str, strategy: str, config: dict, *, coreset_max: int = 50_000
         steps[name] = round(steps.get(name, 0.0) + now - t, 3)
         t = now
 
-    champion = current_champion.fn(ws)
-    opened = open_round.fn(ws, config, champion)
-    round_id, round_index, model_in = opened["round_id"], opened["round_index"], opened["model_in"]
+    opened = open_round(ws, config, current_champion(ws))
     lap("open")
-    discovered: dict = {}
-    if strategy in ("engine", "retrieval"):
-        discovered = _discover(ws, round_id, model_in, seed)
-        lap("discover")
-    if strategy == "engine":
-        explored = _explore(ws, round_id, model_in, int(config["candidates_per_round"]), seed)
-        lap("explore")
-        routed = _route(ws, round_id, budget, seed)
-        lap("route")
-    else:
-        from medq.tasks._runtime import open_workspace
-        k = math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9)
-        rows, picks, info = _select(ws, strategy, round_id, round_index, model_in, k, config,
-                                    seed, coreset_max)
-        lap("select")
-        if rows and "entropy" not in rows[0]:  # record-only scores (see module docstring)
-            rows = score_candidates.fn(ws, model_in, rows)
-        explored, routed = _baseline_routes(ws, round_id, rows, picks, budget, info)
-        explored["n_scored_for_selection"] = info["n_scored_for_selection"]
-        lap("route")
-    annotated = _annotate(ws, round_id, config["annotator"], model_in, config)
-    lap("annotate")
-    curated = _curate(ws, round_id, model_in)
-    lap("curate")
-    if not curated["passed"]:
-        mark_stopped.fn(ws, round_id, f"curation failed: {curated['summary']}")
-        return {"round_id": round_id, "round_index": round_index, "strategy": strategy,
-                "model_in": model_in, "curation_failed": curated["summary"], "steps": steps,
-                "spend": routed.get("spend", 0.0), "n_candidates": explored.get("n_candidates")}
-    tuned = _finetune(ws, round_id, model_in, curated["dataset_id"], seed)
-    lap("finetune")
-    summary = round_summary.fn(ws, round_id, discovered, explored, routed, annotated, curated,
-                               tuned)
-    close_round.fn(ws, round_id, summary)
-    lap("close")
-    if strategy == "engine":
-        explored.setdefault("n_scored_for_selection", explored.get("n_candidates") or 0)
-    return {**summary, "strategy": strategy, "curation_failed": None, "steps": steps,
-            "n_scored_for_selection": explored.get("n_scored_for_selection")}
+    select = None if strategy == "engine" else _baseline_selection(strategy, coreset_max)
+    out = play(ws, opened, config, select=select, on_step=lap)
+    if out.summary is None:
+        return {"round_id": out.round_id, "round_index": out.round_index, "strategy": strategy,
+                "model_in": out.model_in, "curation_failed": out.curation_failed,
+                "steps": steps, "spend": out.routed.get("spend", 0.0),
+                "n_candidates": out.explored.get("n_candidates")}
+    scored = out.explored.get("n_scored_for_selection")
+    if strategy == "engine" and scored is None:
+        scored = out.explored.get("n_candidates") or 0
+    return {**out.summary, "strategy": strategy, "curation_failed": None, "steps": steps,
+            "n_scored_for_selection": scored}
 
 
 def round_labels(ws: str, round_id: str) -> dict[str, Any]:
     """What the round added and picked, from the catalog (ground truth only for diagnostics):
     labels added to training by lane, annotation records, the human-lane picks' modalities and
     the share of them the starting model got wrong (None where no prediction or truth)."""
+    from medq.storage import loop_records
     from medq.storage.catalog import loads
     from medq.tasks._runtime import open_workspace
     cat = open_workspace(ws).catalog
-    added = {r["lane"]: int(r["n"]) for r in cat.query(
-        "SELECT split_part(source, ':', 1) AS lane, count(*) AS n FROM items WHERE split = "
-        "'train' AND round_added = ? GROUP BY 1", [round_id])}
-    records = int(cat.scalar("SELECT count(*) FROM annotations WHERE round_id = ?", [round_id]))
-    picks = cat.query(
-        "SELECT r.lane, r.spot_check, c.predicted, o.verdict, coalesce(o.modality, i.modality) "
-        "AS modality FROM routes r LEFT JOIN candidates c USING (round_id, image_id) "
-        "LEFT JOIN oracle_labels o USING (image_id) LEFT JOIN images i USING (image_id) "
-        "WHERE r.round_id = ? AND (r.lane IN ('expert', 'verify') OR r.spot_check)", [round_id])
+    added = loop_records.labels_added_by_lane(cat, round_id)
+    records = loop_records.annotation_count(cat, round_id)
+    picks = loop_records.human_pick_outcomes(cat, round_id)
     judged = [p["predicted"] != p["verdict"] for p in picks
               if p["predicted"] is not None and p["verdict"] is not None]
-    report = loads(cat.scalar("SELECT report FROM rounds WHERE round_id = ?", [round_id]), {}) or {}
+    report = loads(loop_records.round_report_text(cat, round_id), {}) or {}
     return {"added_by_lane": added,
             "human_labels": added.get("expert", 0) + added.get("verify", 0),
             "pseudo_labels": added.get("auto", 0), "annotation_records": records,

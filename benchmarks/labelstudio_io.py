@@ -134,6 +134,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from medq.settings import load_settings
+    from medq.storage import loop_records
     from medq.storage.labelstudio import LabelStudioBackend, pull_into_catalog
     from medq.storage.workspace import Workspace
 
@@ -178,7 +179,7 @@ def main() -> None:
         t0 = time.perf_counter()
         repulled = pull_into_catalog(ws, fresh, task_ids)
         repull_s = time.perf_counter() - t0
-        rows = ws.catalog.scalar("SELECT count(*) FROM annotations")
+        rows = loop_records.annotation_total(ws.catalog)
         assert pulled["inserted"] == rows == args.n, (pulled, rows)
         assert repulled["inserted"] == repulled["updated"] == 0
 

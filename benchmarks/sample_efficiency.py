@@ -134,6 +134,7 @@ def world_workspace(world: Path, work: Path, backend: str,
     from _loop import prepare_pool
     from prefect.logging import disable_run_logger
 
+    from medq.storage import loop_records
     from medq.tasks._runtime import open_workspace
     from medq.tasks.world_setup import load_world_task
     ws = work / "world-ws"
@@ -147,18 +148,16 @@ def world_workspace(world: Path, work: Path, backend: str,
     t = time.perf_counter()
     with disable_run_logger():
         open_workspace(str(ws))
-        loaded = load_world_task.fn(str(ws), str(world))
+        loaded = load_world_task(str(ws), str(world))
         info["load_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         info["pool"] = prepare_pool(str(ws), 0)
         info["embed_index_s"] = round(time.perf_counter() - t, 1)
     info["loaded"] = {k: v for k, v in loaded.items() if isinstance(v, (int, float, str, dict))}
     cat = open_workspace(str(ws)).catalog
-    info["counts"] = {r["split"]: int(r["n"]) for r in cat.query(
-        "SELECT split, count(DISTINCT image_id) AS n FROM items GROUP BY split")}
-    info["eval_mcqs"] = int(cat.scalar("SELECT count(*) FROM items WHERE split = 'eval' AND "
-                                       "kind = 'mcq'"))
-    info["oracle_labels"] = int(cat.scalar("SELECT count(*) FROM oracle_labels"))
+    info["counts"] = loop_records.split_image_counts(cat)
+    info["eval_mcqs"] = loop_records.eval_mcq_count(cat)
+    info["oracle_labels"] = loop_records.oracle_label_count(cat)
     release(ws)
     if info["counts"].get("pool", 0) == 0 or info["counts"].get("train", 0) == 0 or not info["eval_mcqs"]:
         from medq.errors import MedQError
@@ -268,6 +267,7 @@ def check_engine_flow(base: Path, work: Path, seed: int, driver_rounds: list[dic
     compare its round reports with the driver's engine rounds (same selection -> same dataset
     ids and model versions, which are content hashes)."""
     from medq.flows.engine_loop import engine_loop
+    from medq.storage import loop_records
     from medq.storage.catalog import Catalog, loads
     ws = work / f"seed{seed}" / "engine-flow"
     copy_workspace(base, ws)
@@ -277,8 +277,7 @@ def check_engine_flow(base: Path, work: Path, seed: int, driver_rounds: list[dic
                 plateau_rounds=args.rounds + 1)
     seconds = time.perf_counter() - t
     cat = Catalog.open(ws / "catalog.duckdb", read_only=True)
-    flow = [loads(r["report"], {}) for r in cat.query(
-        "SELECT report FROM rounds WHERE status = 'done' ORDER BY round_index")]
+    flow = [loads(r["report"], {}) for r in loop_records.done_round_reports(cat)]
     release(ws)
     mine = [r for r in driver_rounds if r["strategy"] == "engine" and r["seed"] == seed]
     diffs = [{"round": i + 1, "field": f, "flow": a.get(f), "driver": b.get(f)}

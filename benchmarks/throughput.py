@@ -72,12 +72,12 @@ def bench_ingest(root: Path, n: int) -> dict:
 def bench_embedding(ws: str) -> dict:
     """Embedder fit, in-memory embedding and embed_pool over the workspace's pool."""
     from medq.engine.embed import create_embedder
+    from medq.storage import loop_records
     from medq.storage.images import load_images
     from medq.tasks._runtime import open_workspace
     from medq.tasks.embed import embed_pool, ensure_embedder, ensure_pool_index
     w = open_workspace(ws)
-    ids = [r["image_id"] for r in w.catalog.query(
-        "SELECT DISTINCT image_id FROM items WHERE split = 'pool' ORDER BY image_id")]
+    ids = loop_records.pool_image_ids(w.catalog)
     size = w.settings.embedder.image_size
     t = time.perf_counter()
     images = load_images(w, ids, size=size)
@@ -90,13 +90,13 @@ def bench_embedding(ws: str) -> dict:
     emb.embed(images)
     mem_s = time.perf_counter() - t
     t = time.perf_counter()
-    ensure_embedder.fn(ws, 0)
+    ensure_embedder(ws, 0)
     ensure_s = time.perf_counter() - t
     t = time.perf_counter()
-    pool = embed_pool.fn(ws)
+    pool = embed_pool(ws)
     pool_s = time.perf_counter() - t
     t = time.perf_counter()
-    index = ensure_pool_index.fn(ws, 0)
+    index = ensure_pool_index(ws, 0)
     index_s = time.perf_counter() - t
     return {"images": len(ids), "image_size": size, "dim": emb.dim,
             "load_images_per_s": rate(len(ids), load_s), "fit_s": round(fit_s, 2),
@@ -110,14 +110,13 @@ def bench_embedding(ws: str) -> dict:
 def bench_scoring(ws: str, version: str, n: int) -> dict:
     """Verdict-question answers of the seed model on `n` unseen pool images, cold and warm."""
     from medq.engine.models import lite
+    from medq.storage import loop_records
     from medq.storage.images import load_images
     from medq.storage.model_registry import load_model_version
     from medq.tasks._runtime import open_workspace
     from medq.tasks.explore import verdict_scores
     w = open_workspace(ws)
-    rows = w.catalog.query("SELECT i.image_id, m.modality FROM (SELECT DISTINCT image_id FROM items "
-                           "WHERE split = 'pool') i JOIN images m USING (image_id) "
-                           "ORDER BY i.image_id LIMIT ?", [n])
+    rows = loop_records.pool_images_with_modality(w.catalog, n)
     ids, mods = [r["image_id"] for r in rows], [r["modality"] for r in rows]
     model = load_model_version(w, version)
     t = time.perf_counter()
@@ -159,7 +158,7 @@ def bench_rounds(work: Path, args) -> dict:
     with disable_run_logger():
         open_workspace(str(ws))
         t = time.perf_counter()
-        load_world_task.fn(str(ws), str(work / "world"))
+        load_world_task(str(ws), str(work / "world"))
         out["load_world_s"] = round(time.perf_counter() - t, 2)
         out["load_world_images_per_s"] = rate(args.eval_size + args.pool_size + args.seed_size,
                                               time.perf_counter() - t)

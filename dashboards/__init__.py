@@ -1,6 +1,6 @@
 """The improvement dashboard: a Streamlit app (``app.py``) over read-only catalog queries
-(``data.py``), Altair charts (``charts.py``) and one colour palette (``palette.py``).
-Start it with ``medq dashboard``."""
+(``medq.storage.dashboard_queries``), Altair charts (``charts.py``) and one colour palette
+(``palette.py``). Start it with ``medq dashboard``."""
 from __future__ import annotations
 
 from pathlib import Path

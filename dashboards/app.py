@@ -1,7 +1,7 @@
 """MedQ improvement dashboard (Streamlit). Start it with ``medq dashboard``.
 
 The workspace comes from ``MEDQ_WORKSPACE`` (set by the CLI). Every number is read through
-:mod:`medq.dashboards.data` (read-only, short-lived connections, SQL aggregations), cached for
+:mod:`medq.storage.dashboard_queries` (read-only, short-lived connections, SQL aggregations), cached for
 ``settings.dashboard.cache_ttl_s`` seconds or until the catalog file changes. Each view has its own
 URL path (``/rounds``, ``/breakdown``, ``/lift``, ``/spend``, ``/retrieval``, ``/gallery``,
 ``/queue``); the headline row is on every view.
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medq.dashboards import charts, data, palette
+from medq.dashboards import charts, palette
+from medq.storage import dashboard_queries as data
 
 # -- settings and cached data access -------------------------------------------------------
 

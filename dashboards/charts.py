@@ -265,7 +265,7 @@ def yield_chart(rounds: pd.DataFrame) -> alt.Chart:
 def efficiency_chart(curves: pd.DataFrame) -> alt.LayerChart:
     """Sample-efficiency curves: mean accuracy (%) vs annotations per strategy, band = min-max
     over seeds; the random baseline is grey and dashed."""
-    from medq.dashboards.data import efficiency_curves
+    from medq.storage.dashboard_queries import efficiency_curves
     df = efficiency_curves(curves)
     for c in ("mean", "low", "high"):
         df[c] = df[c] * 100.0

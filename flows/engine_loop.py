@@ -1,7 +1,8 @@
 """The closed loop: evaluate -> discover -> explore -> route -> annotate -> curate -> fine-tune
 (-> promote), repeated until the round count, the budget, the target or a plateau stops it.
 
-Every step is a sub-flow that first looks for its checkpoint in the catalog, so killing the
+One round is :func:`medq.tasks.one_round.run_round`; every step in it is a sub-flow (here,
+inside the flow run) that first looks for its checkpoint in the catalog, so killing the
 process anywhere and running the flow again resumes the unfinished round without losing or
 duplicating anything. `rounds` is the number of finished rounds the workspace should reach.
 """
@@ -9,23 +10,16 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from medq.flows.annotate import annotate
-from medq.flows.bootstrap import bootstrap
-from medq.flows.curate import curate
-from medq.flows.discover import discover
-from medq.flows.explore import explore
-from medq.flows.finetune import finetune
-from medq.flows.route import route
-from medq.tasks.report import publish_round_artifact, round_summary
+from medq.tasks.one_round import run_round
+from medq.tasks.report import publish_round_artifact
 from medq.tasks.rounds import (
-    close_round,
     current_champion,
     finished_rounds,
-    mark_stopped,
     open_round,
     resolve_config,
     stop_reason,
 )
+from medq.tasks.training import bootstrap
 
 
 @flow(name="engine-loop", log_prints=True)
@@ -56,23 +50,11 @@ def engine_loop(workspace: str = ".medq", rounds: int = 3, budget_per_round: flo
         if opened["stop"]:
             logger.info("loop stops: %s", opened["stop"])
             break
-        round_id, model_in = opened["round_id"], opened["model_in"]
-        discovered = discover(workspace, round_id, model_in)
-        explored = explore(workspace, round_id, model_in, config["candidates_per_round"])
-        routed = route(workspace, round_id, config["budget_per_round"], config["seed"])
-        annotated = annotate(workspace, round_id, config["annotator"], model_in,
-                             config["wait_timeout_s"], config["poll_interval_s"])
-        curated = curate(workspace, round_id, model_in)
-        if not curated["passed"]:
-            mark_stopped(workspace, round_id, f"curation failed: {curated['summary']}")
+        outcome = run_round(workspace, opened, config)
+        if outcome.summary is None:
             logger.error("round %s stopped: curation suite failed; report stored with the round",
-                         round_id)
+                         outcome.round_id)
             break
-        tuned = finetune(workspace, round_id, model_in, curated["dataset_id"], config["seed"])
-        summary = round_summary(workspace, round_id, discovered, explored, routed, annotated,
-                                curated, tuned)
-        close_round(workspace, round_id, summary)
-        publish_round_artifact(summary)
-        summaries.append(summary)
+        publish_round_artifact(outcome.summary)
+        summaries.append(outcome.summary)
     return summaries
-

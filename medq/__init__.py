@@ -36,7 +36,7 @@ _API = {
     "MedQError": "medq.errors:MedQError",
     # the loop and evaluation
     "run_loop": "medq.flows.engine_loop:engine_loop",
-    "evaluate_model": "medq.flows.evaluate:evaluate_model",
+    "evaluate_model": "medq.tasks.evaluate:evaluate_model",
     "create_model": "medq.engine.models:create_model",
     # discovery: failures -> prototypes
     "Failure": "medq.engine.discover:Failure",
@@ -74,10 +74,10 @@ if TYPE_CHECKING:  # static tools and IDEs see the real objects
     from medq.engine.scoring.mcq import MCQResult, accuracy_report, extract_answer
     from medq.errors import MedQError
     from medq.flows.engine_loop import engine_loop as run_loop
-    from medq.flows.evaluate import evaluate_model
     from medq.settings import Settings, load_settings
     from medq.storage.workspace import Workspace
     from medq.tasks._runtime import open_workspace
+    from medq.tasks.evaluate import evaluate_model
 
 
 def __getattr__(name: str) -> Any:

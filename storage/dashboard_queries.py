@@ -1,4 +1,5 @@
-"""Read-only data access for the improvement dashboard.
+"""Read-only data access for the improvement dashboard: its read model, kept in storage/ with
+the rest of the SQL (``dashboards/`` holds layout and charts only).
 
 Every function takes the catalog path, opens ONE short-lived read-only DuckDB connection, runs
 SQL aggregations (COUNT / GROUP BY / LIMIT: never a full-table load; the pool may hold millions
@@ -256,7 +257,8 @@ def breakdown(db: str | os.PathLike) -> pd.DataFrame:
     for pos, model, eval_id in zip(tl["position"], tl["model_version"], tl["eval_id"]):
         mcq = (metrics.get(eval_id) or {}).get("mcq") or {}
         for dim, keys in _METRIC_KEYS.items():
-            groups = next((mcq[k] for k in keys if isinstance(mcq.get(k), dict)), {})
+            groups: dict[str, Any] = next(
+                (mcq[k] for k in keys if isinstance(mcq.get(k), dict)), {})
             for group, g in groups.items():
                 if isinstance(g, dict) and g.get("accuracy") is not None:
                     rows.append({"position": int(pos), "model_version": model, "dimension": dim,
@@ -441,8 +443,9 @@ def queue_status(db: str | os.PathLike, *, last_rounds: int = 12) -> dict:
             SELECT t.round_id, last.round_index, t.lane, t.status, count(*) AS n
             FROM annotation_tasks t JOIN last USING (round_id)
             GROUP BY ALL ORDER BY last.round_index, t.lane, t.status""", [int(last_rounds)])
-        oldest = con.execute("SELECT min(created_at) FROM annotation_tasks WHERE status IN "
-                             "(SELECT unnest(?::VARCHAR[]))", [list(OPEN_STATUSES)]).fetchone()[0]
+        first = con.execute("SELECT min(created_at) FROM annotation_tasks WHERE status IN "
+                            "(SELECT unnest(?::VARCHAR[]))", [list(OPEN_STATUSES)]).fetchone()
+        oldest = first[0] if first else None  # an aggregate always returns one row
     return {"totals": totals, "by_round": by_round, "oldest_open": oldest}
 
 
@@ -471,6 +474,8 @@ def sample_efficiency(path: str | os.PathLike | None) -> pd.DataFrame | None:
     try:
         data = json.loads(Path(path).read_text())
         curves = data.get("curves", data) if isinstance(data, dict) else None
+        if not isinstance(curves, dict):
+            raise TypeError("not a JSON object of curves")
         rows = [{"strategy": str(s), "annotations": float(p["annotations"]),
                  "accuracy": float(p["accuracy"]), "seed": p.get("seed", 0)}
                 for s, pts in curves.items() for p in pts]

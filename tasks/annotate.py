@@ -1,4 +1,6 @@
-"""Annotation tasks: hand routed items to the annotation backend, wait, pull back.
+"""The annotate step (:func:`annotate`): queue the round's human-lane items, hand them to the
+annotation backend, wait for the batch (bounded), pull the annotations back; and its
+operations, also used outside a round (A/B pairs, on-demand pulls).
 
 Task ids are stable (``<round>:<image>``), so submitting again after a crash re-creates
 nothing, and pulling again upserts the same annotation rows.
@@ -8,14 +10,22 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medq.errors import MedQError
+from medq.storage import loop_records
 from medq.storage.annotation import AnnotationRequest, create_annotation_backend
 from medq.storage.annotation.records import upsert_annotations
 from medq.storage.catalog import loads
-from medq.tasks._runtime import fault_point, open_workspace
+from medq.tasks._runtime import (
+    CLIENT_RETRIES,
+    fault_point,
+    loop_flow,
+    loop_task,
+    open_workspace,
+    step_logger,
+)
+from medq.tasks.rounds import load_checkpoint, save_checkpoint
 
 _BACKENDS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -33,11 +43,7 @@ def backend_for(workspace: str, name: str):
 
 def _requests(workspace: str, round_id: str) -> list[AnnotationRequest]:
     ws = open_workspace(workspace)
-    rows = ws.catalog.query(
-        "SELECT t.task_id, t.round_id, t.image_id, t.lane, t.uncertainty, t.prediction, "
-        "i.object_key, i.modality FROM annotation_tasks t JOIN images i USING (image_id) "
-        "WHERE t.round_id = ? AND t.status <> 'deleted' ORDER BY t.uncertainty DESC, t.task_id",
-        [round_id])
+    rows = loop_records.annotation_request_rows(ws.catalog, round_id)
     consensus = ws.settings.annotation.consensus
     return [AnnotationRequest(task_id=r["task_id"], round_id=r["round_id"], image_id=r["image_id"],
                               lane=r["lane"], uncertainty=float(r["uncertainty"] or 0.0),
@@ -47,14 +53,11 @@ def _requests(workspace: str, round_id: str) -> list[AnnotationRequest]:
             for r in rows]
 
 
-@task(name="queue-annotation-tasks", retries=2, retry_delay_seconds=1)
+@loop_task(name="queue-annotation-tasks", retries=2, retry_delay_seconds=1)
 def queue_tasks(workspace: str, round_id: str, annotator: str, model_version: str) -> int:
     """Record one annotation task per human-lane route (expert, verify, spot-checked auto)."""
     ws = open_workspace(workspace)
-    routes = ws.catalog.query(
-        "SELECT r.image_id, r.lane, r.entropy, r.spot_check, c.predicted, c.probs FROM routes r "
-        "LEFT JOIN candidates c USING (round_id, image_id) WHERE r.round_id = ? AND "
-        "(r.lane IN ('expert', 'verify') OR r.spot_check)", [round_id])
+    routes = loop_records.human_lane_routes(ws.catalog, round_id)
     rows = []
     for r in routes:
         lane = "verify" if r["lane"] == "auto" else r["lane"]  # spot-checks are verified
@@ -64,13 +67,12 @@ def queue_tasks(workspace: str, round_id: str, annotator: str, model_version: st
         rows.append({"task_id": f"{round_id}:{r['image_id']}", "round_id": round_id,
                      "image_id": r["image_id"], "lane": lane, "backend": annotator,
                      "status": "queued", "uncertainty": r["entropy"], "prediction": prediction})
-    known = {t["task_id"] for t in ws.catalog.query(
-        "SELECT task_id FROM annotation_tasks WHERE round_id = ?", [round_id])}
+    known = loop_records.round_task_ids(ws.catalog, round_id)
     ws.catalog.upsert("annotation_tasks", [r for r in rows if r["task_id"] not in known])
     return len(rows)
 
 
-@task(name="submit-annotation-tasks", retries=3, retry_delay_seconds=[2, 5, 10])
+@loop_task(name="submit-annotation-tasks", **CLIENT_RETRIES)
 def submit_tasks(workspace: str, round_id: str, annotator: str) -> int:
     """Send the round's tasks to the backend (idempotent) and record their external ids."""
     requests = _requests(workspace, round_id)
@@ -78,11 +80,11 @@ def submit_tasks(workspace: str, round_id: str, annotator: str) -> int:
     fault_point("annotate:submitted")
     open_workspace(workspace).catalog.upsert("annotation_tasks", [
         {"task_id": t, "external_id": str(e), "status": "sent"} for t, e in external.items()])
-    get_run_logger().info("round %s: %d annotation tasks with %s", round_id, len(requests), annotator)
+    step_logger().info("round %s: %d annotation tasks with %s", round_id, len(requests), annotator)
     return len(requests)
 
 
-@task(name="collect-annotations", retries=3, retry_delay_seconds=[2, 5, 10])
+@loop_task(name="collect-annotations", **CLIENT_RETRIES)
 def collect_annotations(workspace: str, round_id: str, annotator: str, timeout_s: float,
                         poll_s: float) -> dict[str, Any]:
     """Wait (up to `timeout_s`) until the round's tasks are done, pulling progressively, then
@@ -102,11 +104,11 @@ def collect_annotations(workspace: str, round_id: str, annotator: str, timeout_s
         counts = upsert_annotations(ws.catalog, records)
         ws.catalog.upsert("annotation_tasks", [{"task_id": t, "status": "done"}
                                                for t in {r.task_id for r in records}])
-    logger = get_run_logger()
+    logger = step_logger()
     if waited.state != "done":
         logger.warning("round %s: %s; continuing with the annotations that are done",
                        round_id, waited.message)
-    done = ws.catalog.scalar("SELECT count(*) FROM annotations WHERE round_id = ?", [round_id])
+    done = loop_records.annotation_count(ws.catalog, round_id)
     if task_ids and not done:
         raise MedQError(f"round {round_id}: no annotations came back from {annotator} for "
                         f"{len(task_ids)} tasks within {timeout_s:.0f} s ({waited.message})")
@@ -121,7 +123,7 @@ def pair_task_id(round_id: str, image_a: str, image_b: str) -> str:
     return f"{round_id}:pair:{image_a}:{image_b}"
 
 
-@task(name="submit-pairs", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+@loop_task(name="submit-pairs", cache_policy=NO_CACHE, **CLIENT_RETRIES)
 def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) -> dict[str, Any]:
     """Send A/B comparisons of catalog images to Label Studio's paired project.
 
@@ -136,17 +138,13 @@ def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) ->
     if same:
         raise MedQError(f"pairs compare an image with itself: {same[:5]}")
     image_ids = sorted({i for p in pairs for i in p})
-    images = {r["image_id"]: r for r in ws.catalog.query(
-        "SELECT image_id, object_key FROM images WHERE image_id IN "
-        "(SELECT unnest(?::VARCHAR[]))", [image_ids])}
+    images = loop_records.image_keys(ws.catalog, image_ids)
     unknown = [i for i in image_ids if i not in images]
     if unknown:
         raise MedQError(f"{len(unknown)} image id(s) of the pairs are not in the catalog "
                         f"{ws.catalog.path}: {unknown[:5]}")
     ids = list(dict.fromkeys(pair_task_id(round_id, a, b) for a, b in pairs))
-    known = {r["task_id"] for r in ws.catalog.query(
-        "SELECT task_id FROM annotation_tasks WHERE task_id IN (SELECT unnest(?::VARCHAR[]))",
-        [ids])}
+    known = loop_records.known_task_ids(ws.catalog, ids)
     ws.catalog.upsert("annotation_tasks", [
         {"task_id": pair_task_id(round_id, a, b), "round_id": round_id, "image_id": a,
          "lane": "paired", "backend": "labelstudio", "status": "queued", "uncertainty": 0.0,
@@ -161,7 +159,7 @@ def submit_pairs(workspace: str, pairs: list[tuple[str, str]], round_id: str) ->
             "round_id": round_id, "project": backend.project_id("paired")}
 
 
-@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+@loop_task(name="pull-annotations", cache_policy=NO_CACHE, **CLIENT_RETRIES)
 def pull_annotations(workspace: str, full: bool = False) -> dict[str, Any]:
     """Pull every Label Studio annotation of the workspace's tasks into the catalog now (late
     annotations, edits, deletions, paired comparisons); see
@@ -171,3 +169,17 @@ def pull_annotations(workspace: str, full: bool = False) -> dict[str, Any]:
     ws = open_workspace(workspace)
     counts = pull_into_catalog(ws, backend_for(workspace, "labelstudio"), None, full=full)
     return {k: v for k, v in counts.items() if k not in ("deleted_tasks", "removed_annotations")}
+
+
+@loop_flow(name="annotate")
+def annotate(workspace: str, round_id: str, annotator: str, model_version: str,
+             timeout_s: float = 600.0, poll_s: float = 2.0) -> dict[str, Any]:
+    """Queue, submit to `annotator` (a backend name), wait up to `timeout_s` seconds (polling
+    every `poll_s`), pull; stores the checkpoint. Returns {"queued", ...pull record}."""
+    done = load_checkpoint(workspace, round_id, "annotate")
+    if done is not None:
+        return done
+    queued = queue_tasks(workspace, round_id, annotator, model_version)
+    submit_tasks(workspace, round_id, annotator)
+    pulled = collect_annotations(workspace, round_id, annotator, timeout_s, poll_s)
+    return save_checkpoint(workspace, round_id, "annotate", {"queued": queued, **pulled})

@@ -1,40 +1,37 @@
-"""Curate tasks: the round's new labels (human + pseudo) -> Great Expectations suite ->
-training items, dataset and quarantine, all in one transaction with the checkpoint."""
+"""The curate step (:func:`curate`): the round's new labels (human + pseudo) -> Great
+Expectations suite -> training items, dataset and quarantine, all in one transaction with the
+checkpoint; and its operations."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.consensus import Vote, resolve
 from medq.engine.curate import CurationReport, curate_batch, mix_training_set
 from medq.engine.pseudo import pseudo_labels
+from medq.storage import loop_records
 from medq.storage.catalog import loads
 from medq.storage.images import load_images
-from medq.tasks._runtime import fault_point, open_workspace, stable_hash
+from medq.tasks._runtime import fault_point, loop_flow, loop_task, open_workspace, stable_hash
 from medq.tasks.embed import embed_images
-from medq.tasks.rounds import checkpoint_row
+from medq.tasks.rounds import checkpoint_row, load_checkpoint
 
 
 def _level(degradations: list[dict]) -> int:
     return max([int(d["level"]) for d in degradations] or [0])
 
 
-@task(name="human-labels", cache_policy=NO_CACHE)
+@loop_task(name="human-labels", cache_policy=NO_CACHE)
 def human_labels(workspace: str, round_id: str) -> list[dict]:
     """One label per annotated image of the round: consensus over its annotations. Paired
     (A/B comparison) annotations carry no verdict of their image and are left out."""
     ws = open_workspace(workspace)
     rule = ws.settings.annotation.disagreement_rule
     required = ws.settings.annotation.consensus
-    rows = ws.catalog.query(
-        "SELECT a.image_id, a.annotator, a.lane, a.verdict, a.degradations, a.description, "
-        "a.modality, i.modality AS image_modality FROM annotations a JOIN images i USING (image_id) "
-        "WHERE a.round_id = ? AND a.lane IS DISTINCT FROM 'paired' AND a.verdict IS NOT NULL "
-        "ORDER BY a.image_id, a.annotation_id", [round_id])
+    rows = loop_records.verdict_annotations(ws.catalog, round_id)
     by_image: dict[str, list[dict]] = {}
     for r in rows:
         by_image.setdefault(r["image_id"], []).append(r)
@@ -52,15 +49,12 @@ def human_labels(workspace: str, round_id: str) -> list[dict]:
     return labels
 
 
-@task(name="auto-labels", retries=1, cache_policy=NO_CACHE)
+@loop_task(name="auto-labels", retries=1, cache_policy=NO_CACHE)
 def auto_labels(workspace: str, round_id: str, model_version: str) -> list[dict]:
     """Pseudo-labels from the model for auto-lane items that were not spot-checked."""
     from medq.storage.model_registry import load_model_version
     ws = open_workspace(workspace)
-    rows = ws.catalog.query(
-        "SELECT r.image_id, i.modality FROM routes r JOIN images i USING (image_id) "
-        "WHERE r.round_id = ? AND r.lane = 'auto' AND NOT r.spot_check ORDER BY r.image_id",
-        [round_id])
+    rows = loop_records.unchecked_auto_routes(ws.catalog, round_id)
     if not rows:
         return []
     model = load_model_version(ws, model_version)
@@ -70,18 +64,17 @@ def auto_labels(workspace: str, round_id: str, model_version: str) -> list[dict]
             for i, lab in zip(ids, labels)]
 
 
-@task(name="curation-suite", cache_policy=NO_CACHE)
+@loop_task(name="curation-suite", cache_policy=NO_CACHE)
 def validate_batch(workspace: str, round_id: str, labels: list[dict]) -> tuple[pd.DataFrame, CurationReport]:
     """Build the batch frame (with eval leakage distances) and run the GX suite on it."""
     ws = open_workspace(workspace)
     final = [lab for lab in labels if lab["verdict"] is not None]
-    eval_ids = [r["image_id"] for r in ws.catalog.query(
-        "SELECT DISTINCT image_id FROM items WHERE split = 'eval' ORDER BY image_id")]
+    eval_ids = loop_records.eval_image_ids(ws.catalog)
     ids = [lab["image_id"] for lab in final]
     distances = np.full(len(ids), np.nan)
     if ids and eval_ids:
-        new_vec = embed_images.fn(workspace, ids)
-        eval_vec = embed_images.fn(workspace, eval_ids)
+        new_vec = embed_images(workspace, ids)
+        eval_vec = embed_images(workspace, eval_ids)
         # (n, m) distances in manageable blocks; only the nearest eval item matters
         for start in range(0, len(ids), 512):
             block = new_vec[start:start + 512]
@@ -99,7 +92,7 @@ def validate_batch(workspace: str, round_id: str, labels: list[dict]) -> tuple[p
     return frame, report
 
 
-@task(name="register-dataset", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="register-dataset", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def register_dataset(workspace: str, round_id: str, frame: pd.DataFrame, report: CurationReport,
                      labels: list[dict], parent_dataset: str | None) -> dict[str, Any]:
     """Clean rows become training items; the round's dataset = new items + earlier training
@@ -113,9 +106,7 @@ def register_dataset(workspace: str, round_id: str, frame: pd.DataFrame, report:
               "level": _level(r.degradations), "description": r.description,
               "source": f"{r.lane}:{round_id}", "round_added": round_id}
              for r in clean.itertuples()]
-    previous = ws.catalog.query(
-        "SELECT item_id, image_id, label_source FROM dataset_items WHERE dataset_id = ? "
-        "ORDER BY item_id", [parent_dataset]) if parent_dataset else []
+    previous = loop_records.dataset_item_rows(ws.catalog, parent_dataset) if parent_dataset else []
     new = [{"item_id": i["item_id"], "image_id": i["image_id"],
             "label_source": i["source"].split(":")[0]} for i in items]
     mixed = mix_training_set(previous, new)
@@ -140,14 +131,26 @@ def register_dataset(workspace: str, round_id: str, frame: pd.DataFrame, report:
     return info
 
 
-@task(name="parent-dataset", cache_policy=NO_CACHE)
+@loop_task(name="parent-dataset", cache_policy=NO_CACHE)
 def parent_dataset(workspace: str, round_id: str) -> str | None:
     """The training set this round builds on: the latest earlier round's curated dataset (its
     labels count even if that round's model was not promoted), else the seed dataset."""
     catalog = open_workspace(workspace).catalog
-    rows = catalog.query("SELECT dataset_id FROM datasets WHERE status = 'passed' AND round_id < ? "
-                         "ORDER BY round_id DESC LIMIT 1", [round_id])
-    if rows:
-        return rows[0]["dataset_id"]
-    return catalog.scalar("SELECT dataset_id FROM datasets WHERE round_id IS NULL AND status = "
-                          "'passed' ORDER BY created_at DESC LIMIT 1")
+    earlier = loop_records.latest_passed_dataset_before(catalog, round_id)
+    if earlier is not None:
+        return earlier
+    return loop_records.latest_seed_dataset(catalog)
+
+
+@loop_flow(name="curate")
+def curate(workspace: str, round_id: str, model_version: str) -> dict[str, Any]:
+    """Human labels (with consensus) and pseudo-labels of `model_version` -> the curation suite
+    -> the round's dataset (or a failed report). Returns the checkpoint record ("passed",
+    "dataset_id", "summary", ...)."""
+    done = load_checkpoint(workspace, round_id, "curate")
+    if done is not None:
+        return done
+    labels = human_labels(workspace, round_id) + auto_labels(workspace, round_id, model_version)
+    frame, report = validate_batch(workspace, round_id, labels)
+    parent = parent_dataset(workspace, round_id)
+    return register_dataset(workspace, round_id, frame, report, labels, parent)

@@ -1,10 +1,10 @@
-"""Discover tasks: a round's failures -> embeddings -> HDBSCAN prototypes -> catalog."""
+"""The discover step: the round's failures on the eval set -> embeddings -> HDBSCAN
+prototypes -> catalog (:func:`discover`), and its operations."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.discover import (
@@ -14,21 +14,20 @@ from medq.engine.discover import (
     discover_prototypes,
     mcq_severity,
 )
+from medq.storage import loop_records
 from medq.storage.catalog import loads
-from medq.tasks._runtime import open_workspace
-from medq.tasks.rounds import checkpoint_row
+from medq.tasks._runtime import loop_flow, loop_task, open_workspace
+from medq.tasks.embed import embed_images, ensure_embedder
+from medq.tasks.evaluate import evaluate_version
+from medq.tasks.rounds import checkpoint_row, load_checkpoint
 
 
-@task(name="collect-failures", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="collect-failures", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def collect_failures(workspace: str, eval_id: str) -> list[Failure]:
     """Wrong MCQ answers and low-scoring descriptions of eval run `eval_id`."""
     ws = open_workspace(workspace)
     fail_below = ws.settings.loop.description_fail_below
-    rows = ws.catalog.query(
-        "SELECT p.item_id, p.kind, p.probs, p.correct, p.score, i.image_id, i.answer, i.modality, "
-        "i.degradations, i.question_type FROM predictions p JOIN items i USING (item_id) "
-        "WHERE p.eval_id = ? AND ((p.kind = 'mcq' AND NOT coalesce(p.correct, FALSE)) OR "
-        "(p.kind = 'description' AND p.score < ?)) ORDER BY p.item_id", [eval_id, fail_below])
+    rows = loop_records.failed_predictions(ws.catalog, eval_id, fail_below)
     failures = []
     for r in rows:
         if r["kind"] == "mcq":
@@ -42,7 +41,7 @@ def collect_failures(workspace: str, eval_id: str) -> list[Failure]:
     return failures
 
 
-@task(name="find-prototypes", cache_policy=NO_CACHE)
+@loop_task(name="find-prototypes", cache_policy=NO_CACHE)
 def find_prototypes(workspace: str, round_id: str, failures: list[Failure],
                     embeddings: np.ndarray, seed: int = 0) -> DiscoveryResult:
     """Engine call: cluster the failures into prototypes."""
@@ -53,7 +52,7 @@ def find_prototypes(workspace: str, round_id: str, failures: list[Failure],
                                noise_weight=loop.noise_weight, seed=seed)
 
 
-@task(name="save-discovery", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="save-discovery", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def save_discovery(workspace: str, round_id: str, eval_id: str, failures: list[Failure],
                    result: DiscoveryResult) -> dict[str, Any]:
     """Failures, prototypes and the checkpoint in one transaction (re-run safe)."""
@@ -62,9 +61,23 @@ def save_discovery(workspace: str, round_id: str, eval_id: str, failures: list[F
             "n_noise": sum(p.is_noise for p in result.prototypes),
             "prototypes": [p.summary for p in result.prototypes]}
     with open_workspace(workspace).catalog.transaction() as tx:
-        tx.execute("DELETE FROM failures WHERE round_id = ?", [round_id])
-        tx.execute("DELETE FROM prototypes WHERE round_id = ?", [round_id])
+        loop_records.clear_discovery(tx, round_id)
         tx.upsert("failures", result.failure_rows(round_id, failures))
         tx.upsert("prototypes", result.prototype_rows())
         tx.upsert("round_steps", [checkpoint_row(round_id, "discover", info)])
     return info
+
+
+@loop_flow(name="discover")
+def discover(workspace: str, round_id: str, model_version: str, seed: int = 0) -> dict[str, Any]:
+    """Evaluate `model_version` if needed, collect its failures, embed them and cluster them
+    into prototypes; stores prototypes and the checkpoint. Returns the checkpoint record."""
+    done = load_checkpoint(workspace, round_id, "discover")
+    if done is not None:
+        return done
+    evaluation = evaluate_version(workspace, model_version, round_id)
+    ensure_embedder(workspace, seed)
+    failures = collect_failures(workspace, evaluation["eval_id"])
+    embeddings = embed_images(workspace, [f.image_id for f in failures])
+    result = find_prototypes(workspace, round_id, failures, embeddings, seed)
+    return save_discovery(workspace, round_id, evaluation["eval_id"], failures, result)

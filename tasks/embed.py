@@ -11,14 +11,14 @@ import json
 from typing import Any
 
 import numpy as np
-from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.embed import QualityEmbedder, create_embedder
+from medq.storage import loop_records
 from medq.storage.embedding_store import EmbeddingStore
 from medq.storage.images import load_images
 from medq.storage.pool_index import build_from_store, latest_index_id, load_index, save_index
-from medq.tasks._runtime import fault_point, open_workspace
+from medq.tasks._runtime import fault_point, loop_task, open_workspace, step_logger
 
 CURRENT_KEY = "embedders/current.json"
 FIT_SAMPLE = 1000
@@ -39,18 +39,16 @@ def current_embedder(ws) -> QualityEmbedder | None:
     return _EMBEDDERS[key]
 
 
-@task(name="ensure-embedder", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="ensure-embedder", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def ensure_embedder(workspace: str, seed: int = 0) -> str:
     """Fit (once) and store the workspace embedder; returns its version."""
     ws = open_workspace(workspace)
     existing = current_embedder(ws)
     if existing is not None:
         return existing.version
-    ids = [r["image_id"] for r in ws.catalog.query(
-        "SELECT DISTINCT image_id FROM items WHERE split = 'pool' ORDER BY image_id")]
+    ids = loop_records.pool_image_ids(ws.catalog)
     if len(ids) < 50:  # tiny or no pool: fit on everything the workspace has
-        ids = [r["image_id"] for r in ws.catalog.query(
-            "SELECT DISTINCT image_id FROM items ORDER BY image_id")]
+        ids = loop_records.all_image_ids(ws.catalog)
     rng = np.random.default_rng(seed)
     sample = sorted(rng.choice(ids, size=min(FIT_SAMPLE, len(ids)), replace=False).tolist())
     embedder = create_embedder(ws.settings.embedder)
@@ -58,11 +56,11 @@ def ensure_embedder(workspace: str, seed: int = 0) -> str:
     state = embedder.state_dict()
     ws.objects.put_bytes(f"embedders/{embedder.version}.json", json.dumps(state).encode())
     ws.objects.put_bytes(CURRENT_KEY, json.dumps({"version": embedder.version}).encode())
-    get_run_logger().info("fitted embedder %s on %d images", embedder.version, len(sample))
+    step_logger().info("fitted embedder %s on %d images", embedder.version, len(sample))
     return embedder.version
 
 
-@task(name="embed-images", retries=1, cache_policy=NO_CACHE)
+@loop_task(name="embed-images", retries=1, cache_policy=NO_CACHE)
 def embed_images(workspace: str, image_ids: list[str]) -> np.ndarray:
     """(N, d) float32 unit-norm embeddings of `image_ids`, in order."""
     ws = open_workspace(workspace)
@@ -79,19 +77,17 @@ def pool_store(ws) -> EmbeddingStore:
     return EmbeddingStore(ws.objects, embedder.version, ws.settings.index_root / "cache")
 
 
-@task(name="embed-pool", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@loop_task(name="embed-pool", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def embed_pool(workspace: str) -> dict[str, Any]:
     """Embed every pool image not embedded yet (streamed in batches; idempotent)."""
     ws = open_workspace(workspace)
-    logger = get_run_logger()
+    logger = step_logger()
     store = pool_store(ws)
     embedder = current_embedder(ws)
-    total = int(ws.catalog.scalar("SELECT count(DISTINCT image_id) FROM items WHERE split = 'pool'"))
+    total = loop_records.pool_image_count(ws.catalog)
     added, offset, page = 0, 0, 20_000
     while offset < total:
-        ids = [r["image_id"] for r in ws.catalog.query(
-            "SELECT DISTINCT image_id FROM items WHERE split = 'pool' ORDER BY image_id "
-            "LIMIT ? OFFSET ?", [page, offset])]
+        ids = loop_records.pool_image_page(ws.catalog, page, offset)
         offset += page
         todo = [i for i, have in zip(ids, store.contains(ids)) if not have]
         for start in range(0, len(todo), 4 * BATCH):
@@ -104,7 +100,7 @@ def embed_pool(workspace: str) -> dict[str, Any]:
     return {"pool": total, "added": added, "stored": len(store)}
 
 
-@task(name="ensure-pool-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@loop_task(name="ensure-pool-index", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def ensure_pool_index(workspace: str, seed: int = 0) -> dict[str, Any]:
     """The current FAISS index over every stored pool embedding: reused when complete, grown
     with the new vectors when its kind still fits the pool size, rebuilt otherwise."""

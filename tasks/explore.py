@@ -1,4 +1,5 @@
-"""Explore tasks: prototypes as anchors -> FAISS neighbourhoods -> candidates -> model scores.
+"""The explore step (:func:`explore`): prototypes as anchors -> FAISS neighbourhoods ->
+candidates -> model scores, and its operations.
 
 Only the retrieved candidates are scored by the model, never the whole pool. Scoring is the
 expensive step, so its results are cached by (workspace instance, model version, candidates):
@@ -10,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.discover import Prototype
@@ -23,35 +23,36 @@ from medq.engine.explore import (
 )
 from medq.engine.questions import VERDICT_LETTERS, verdict_mcq
 from medq.engine.route import normalized_entropy
+from medq.storage import loop_records
 from medq.storage.images import load_images
 from medq.storage.pool_index import load_index, search_pool
-from medq.tasks._runtime import open_workspace, round_cache_key
-from medq.tasks.embed import embed_images, pool_store
-from medq.tasks.rounds import checkpoint_row
+from medq.tasks._runtime import loop_flow, loop_task, open_workspace, round_cache_key
+from medq.tasks.embed import (
+    embed_images,
+    embed_pool,
+    ensure_embedder,
+    ensure_pool_index,
+    pool_store,
+)
+from medq.tasks.rounds import checkpoint_row, load_checkpoint
 
 _LETTER_VERDICT = {v: k for k, v in VERDICT_LETTERS.items()}
 SCORE_BATCH = 128
 
 
-@task(name="load-prototypes", cache_policy=NO_CACHE)
+@loop_task(name="load-prototypes", cache_policy=NO_CACHE)
 def load_prototypes(workspace: str, round_id: str) -> list[Prototype]:
-    rows = open_workspace(workspace).catalog.query(
-        "SELECT * FROM prototypes WHERE round_id = ? ORDER BY error_mass DESC, prototype_id",
-        [round_id])
+    rows = loop_records.prototype_rows(open_workspace(workspace).catalog, round_id)
     return [Prototype.from_row(r) for r in rows]
 
 
-@task(name="excluded-images", cache_policy=NO_CACHE)
+@loop_task(name="excluded-images", cache_policy=NO_CACHE)
 def excluded_images(workspace: str) -> list[str]:
     """Images never to retrieve: labelled (train), in the eval set, or already queued."""
-    rows = open_workspace(workspace).catalog.query(
-        "SELECT image_id FROM items WHERE split IN ('train', 'eval') UNION "
-        "SELECT image_b_id FROM items WHERE image_b_id IS NOT NULL UNION "
-        "SELECT image_id FROM annotation_tasks WHERE status <> 'deleted'")
-    return sorted(r["image_id"] for r in rows)
+    return loop_records.excluded_image_ids(open_workspace(workspace).catalog)
 
 
-@task(name="retrieve-candidates", cache_policy=NO_CACHE)
+@loop_task(name="retrieve-candidates", cache_policy=NO_CACHE)
 def retrieve_candidates(workspace: str, round_id: str, index_id: str, budget: int,
                         prototypes: list[Prototype], exclude: list[str]) -> list[dict]:
     """Plan anchors per prototype, search the pool index, filter and diversify.
@@ -62,11 +63,9 @@ def retrieve_candidates(workspace: str, round_id: str, index_id: str, budget: in
         return []
     budgets = allocate_budget(prototypes, budget)
     members = sorted({m for p in prototypes for m in p.members})
-    image_of = {r["item_id"]: r["image_id"] for r in ws.catalog.query(
-        "SELECT item_id, image_id FROM items WHERE item_id IN (SELECT unnest(?::VARCHAR[]))",
-        [members])}
+    image_of = loop_records.images_of_items(ws.catalog, members)
     unique_images = sorted(set(image_of.values()))
-    vectors = dict(zip(unique_images, embed_images.fn(workspace, unique_images)))
+    vectors = dict(zip(unique_images, embed_images(workspace, unique_images)))
     anchors = []
     for p in prototypes:
         ids = [m for m in p.members if m in image_of]
@@ -82,10 +81,9 @@ def retrieve_candidates(workspace: str, round_id: str, index_id: str, budget: in
                        scratch=ws.scratch("index"))
     k = retrieval_k(budgets, anchors, n_excluded=min(len(exclude), 1024))
     ids, dist = search_pool(index, store, anchor_queries(anchors), min(k, index.ntotal))
-    eval_images = [r["image_id"] for r in ws.catalog.query(
-        "SELECT DISTINCT image_id FROM items WHERE split = 'eval' ORDER BY image_id")]
+    eval_images = loop_records.eval_image_ids(ws.catalog)
     # leakage guard before anything is paid for: no near-duplicate of ANY eval image
-    reference = embed_images.fn(workspace, eval_images) if eval_images else None
+    reference = embed_images(workspace, eval_images) if eval_images else None
     chosen = select_candidates(anchors, ids, dist, budgets, vectors=store.get, exclude=exclude,
                                reference_vectors=reference,
                                near_duplicate_distance=loop.near_duplicate_distance)
@@ -101,8 +99,8 @@ def verdict_scores(model, images: list[np.ndarray], image_ids: list[str],
              "predicted": _LETTER_VERDICT.get(a.letter)} for a in answers]
 
 
-@task(name="score-candidates", retries=1, cache_key_fn=round_cache_key,
-      cache_expiration=timedelta(days=7))
+@loop_task(name="score-candidates", retries=1, cache_key_fn=round_cache_key,
+           cache_expiration=timedelta(days=7))
 def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> list[dict]:
     """Add the model's verdict probabilities, normalized entropy and predicted verdict."""
     from medq.storage.model_registry import load_model_version
@@ -111,9 +109,7 @@ def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> li
     ws = open_workspace(workspace)
     model = load_model_version(ws, model_version)
     ids = [r["image_id"] for r in rows]
-    modality = {r["image_id"]: r["modality"] for r in ws.catalog.query(
-        "SELECT image_id, modality FROM images WHERE image_id IN (SELECT unnest(?::VARCHAR[]))",
-        [ids])}
+    modality = loop_records.modalities_of_images(ws.catalog, ids)
     scored = []
     for start in range(0, len(rows), SCORE_BATCH):
         chunk = rows[start:start + SCORE_BATCH]
@@ -125,18 +121,15 @@ def score_candidates(workspace: str, model_version: str, rows: list[dict]) -> li
     return scored
 
 
-@task(name="pool-base-rate", retries=1, cache_key_fn=round_cache_key,
-      cache_expiration=timedelta(days=7))
+@loop_task(name="pool-base-rate", retries=1, cache_key_fn=round_cache_key,
+           cache_expiration=timedelta(days=7))
 def pool_base_rate(workspace: str, model_version: str, sample: int = 300,
                    seed: int = 0) -> float | None:
     """Share of a seeded random pool sample the model gets wrong (verdict vs ground truth).
     Measured only where ground truth exists (simulated worlds); None otherwise."""
     from medq.storage.model_registry import load_model_version
     ws = open_workspace(workspace)
-    rows = ws.catalog.query(
-        "SELECT o.image_id, o.verdict, o.modality FROM oracle_labels o JOIN items i USING "
-        "(image_id) WHERE i.split = 'pool' ORDER BY hash(o.image_id || ?) LIMIT ?",
-        [str(seed), sample])
+    rows = loop_records.oracle_pool_sample(ws.catalog, sample, seed)
     if not rows:
         return None
     model = load_model_version(ws, model_version)
@@ -145,23 +138,43 @@ def pool_base_rate(workspace: str, model_version: str, sample: int = 300,
     return float(np.mean([s["predicted"] != r["verdict"] for s, r in zip(scores, rows)]))
 
 
-@task(name="save-candidates", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="save-candidates", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def save_candidates(workspace: str, round_id: str, rows: list[dict], info: dict) -> dict:
     """Candidates with their scores and the explore checkpoint, in one transaction."""
     clean = [{k: v for k, v in r.items() if k in ("round_id", "image_id", "prototype_id", "anchor",
                                                     "distance", "rank", "probs", "entropy",
                                                     "predicted")} for r in rows]
-    truth = {r["image_id"]: r["verdict"] for r in open_workspace(workspace).catalog.query(
-        "SELECT image_id, verdict FROM oracle_labels WHERE image_id IN (SELECT unnest(?::VARCHAR[]))",
-        [[r["image_id"] for r in rows]])}
+    truth = loop_records.oracle_verdicts(open_workspace(workspace).catalog,
+                                    [r["image_id"] for r in rows])
     known = [r for r in rows if r["image_id"] in truth]
     info = {**info, "n_candidates": len(rows),
             "failure_yield": (float(np.mean([r["predicted"] != truth[r["image_id"]] for r in known]))
                               if known else None),
             "mean_entropy": float(np.mean([r["entropy"] for r in rows])) if rows else None}
     with open_workspace(workspace).catalog.transaction() as tx:
-        tx.execute("DELETE FROM candidates WHERE round_id = ?", [round_id])
+        loop_records.clear_candidates(tx, round_id)
         tx.upsert("candidates", clean)
         tx.upsert("round_steps", [checkpoint_row(round_id, "explore", info)])
     return info
 
+
+@loop_flow(name="explore")
+def explore(workspace: str, round_id: str, model_version: str, candidates: int,
+            seed: int = 0) -> dict[str, Any]:
+    """Keep the pool index current, retrieve up to `candidates` look-alikes of the round's
+    prototypes, score only those with `model_version`; stores candidates and the checkpoint.
+    Returns the checkpoint record."""
+    done = load_checkpoint(workspace, round_id, "explore")
+    if done is not None:
+        return done
+    ensure_embedder(workspace, seed)
+    embedded = embed_pool(workspace)
+    index = ensure_pool_index(workspace, seed)
+    prototypes = load_prototypes(workspace, round_id)
+    exclude = excluded_images(workspace)
+    rows = retrieve_candidates(workspace, round_id, index["index_id"], candidates, prototypes,
+                               exclude)
+    scored = score_candidates(workspace, model_version, rows)
+    base_rate = pool_base_rate(workspace, model_version, seed=seed)
+    return save_candidates(workspace, round_id, scored, {
+        "index": index, "pool": embedded["pool"], "pool_base_rate": base_rate})

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from medq.tasks._runtime import open_workspace
+from medq.storage import loop_records
+from medq.tasks._runtime import loop_task, open_workspace
 
 LANES = ("expert", "verify", "auto")
 
 
-@task(name="round-summary", cache_policy=NO_CACHE)
+@loop_task(name="round-summary", cache_policy=NO_CACHE)
 def round_summary(workspace: str, round_id: str, discovered: dict, explored: dict, routed: dict,
                   annotated: dict, curated: dict, tuned: dict) -> dict[str, Any]:
     """The headline numbers of a round (stored in rounds.report; read by CLI and dashboard).
@@ -21,11 +21,11 @@ def round_summary(workspace: str, round_id: str, discovered: dict, explored: dic
     better); spend in lane cost units; failure_yield / pool_base_rate are the shares of retrieved
     candidates / of a random pool sample whose verdict the starting model gets wrong."""
     catalog = open_workspace(workspace).catalog
-    index = catalog.scalar("SELECT round_index FROM rounds WHERE round_id = ?", [round_id])
+    index = loop_records.round_index_of(catalog, round_id)
     by_lane = routed.get("by_lane") or {}
     return {
         "round_id": round_id, "round_index": index,
-        "model_in": catalog.scalar("SELECT model_in FROM rounds WHERE round_id = ?", [round_id]),
+        "model_in": loop_records.model_in_of(catalog, round_id),
         "model_out": tuned.get("model_out"), "promoted": bool(tuned.get("promoted")),
         "promotion_reason": tuned.get("reason"),
         "accuracy_in": tuned.get("accuracy_in"), "accuracy_out": tuned.get("accuracy_out"),
@@ -69,7 +69,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@task(name="publish-round-artifact", cache_policy=NO_CACHE)
+@loop_task(name="publish-round-artifact", cache_policy=NO_CACHE)
 def publish_round_artifact(summary: dict[str, Any]) -> None:
     """Markdown summary + a per-lane table in the Prefect UI (same numbers as the catalog)."""
     key = f"medq-round-{summary['round_id']}".lower()

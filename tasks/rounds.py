@@ -9,17 +9,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import task
-
+from medq.storage import loop_records
 from medq.storage.catalog import loads
-from medq.tasks._runtime import open_workspace
+from medq.tasks._runtime import loop_task, open_workspace
 
 
 def round_id_for(index: int) -> str:
     return f"r{index:03d}"
 
 
-@task(name="resolve-config")
+@loop_task(name="resolve-config")
 def resolve_config(workspace: str, params: dict[str, Any]) -> dict[str, Any]:
     """Flow parameters over workspace settings: the effective knobs of this run."""
     s = open_workspace(workspace).settings
@@ -33,13 +32,12 @@ def resolve_config(workspace: str, params: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-@task(name="finished-rounds")
+@loop_task(name="finished-rounds")
 def finished_rounds(workspace: str) -> int:
-    return int(open_workspace(workspace).catalog.scalar(
-        "SELECT count(*) FROM rounds WHERE status = 'done'"))
+    return loop_records.finished_round_count(open_workspace(workspace).catalog)
 
 
-@task(name="open-round", retries=2, retry_delay_seconds=1)
+@loop_task(name="open-round", retries=2, retry_delay_seconds=1)
 def open_round(workspace: str, config: dict[str, Any], champion: str,
                stop: str | None = None) -> dict[str, Any]:
     """Resume the running round, or (unless `stop` says why not) create the next one that
@@ -47,16 +45,14 @@ def open_round(workspace: str, config: dict[str, Any], champion: str,
 
     Returns {"round_id", "round_index", "model_in", "resumed", "stop"}."""
     catalog = open_workspace(workspace).catalog
-    running = catalog.query("SELECT round_id, round_index, model_in FROM rounds WHERE status = "
-                            "'running' ORDER BY round_index LIMIT 1")
-    if running:  # a crashed round is always finished first, whatever the stop rules say
-        r = running[0]
+    r = loop_records.running_round(catalog)
+    if r is not None:  # a crashed round is always finished first, whatever the stop rules say
         return {"round_id": r["round_id"], "round_index": r["round_index"],
                 "model_in": r["model_in"], "resumed": True, "stop": None}
     if stop:
         return {"round_id": None, "round_index": None, "model_in": champion, "resumed": False,
                 "stop": stop}
-    index = int(catalog.scalar("SELECT coalesce(max(round_index), 0) FROM rounds")) + 1
+    index = loop_records.last_round_index(catalog) + 1
     round_id = round_id_for(index)
     catalog.upsert("rounds", [{"round_id": round_id, "round_index": index, "status": "running",
                                "config": config, "model_in": champion}])
@@ -64,7 +60,7 @@ def open_round(workspace: str, config: dict[str, Any], champion: str,
             "stop": None}
 
 
-@task(name="load-checkpoint")
+@loop_task(name="load-checkpoint")
 def load_checkpoint(workspace: str, round_id: str, step: str) -> dict[str, Any] | None:
     """The recorded outcome of `step` in `round_id`, or None if it has not finished."""
     done = open_workspace(workspace).catalog.step_done(round_id, step)
@@ -77,21 +73,17 @@ def checkpoint_row(round_id: str, step: str, info: dict[str, Any]) -> dict[str, 
             "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)}
 
 
-@task(name="champion")
+@loop_task(name="champion")
 def current_champion(workspace: str) -> str | None:
     """The promoted model version the next round starts from (None before round 0)."""
     catalog = open_workspace(workspace).catalog
-    rows = catalog.query("SELECT model_in, model_out, promoted FROM rounds WHERE status = 'done' "
-                         "ORDER BY round_index DESC LIMIT 1")
-    if rows:
-        r = rows[0]
+    r = loop_records.last_done_round(catalog)
+    if r is not None:
         return r["model_out"] if r["promoted"] else r["model_in"]
-    seed = catalog.query("SELECT version FROM model_versions WHERE parent IS NULL AND promoted "
-                         "ORDER BY created_at LIMIT 1")
-    return seed[0]["version"] if seed else None
+    return loop_records.seed_champion(catalog)
 
 
-@task(name="close-round", retries=2, retry_delay_seconds=1)
+@loop_task(name="close-round", retries=2, retry_delay_seconds=1)
 def close_round(workspace: str, round_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """Mark the round done with its summary (idempotent)."""
     catalog = open_workspace(workspace).catalog
@@ -102,13 +94,12 @@ def close_round(workspace: str, round_id: str, summary: dict[str, Any]) -> dict[
     return summary
 
 
-@task(name="stop-rule")
+@loop_task(name="stop-rule")
 def stop_reason(workspace: str, total_budget: float | None, target_accuracy: float | None,
                 plateau_rounds: int) -> str | None:
     """Why the loop should stop now (None = go on): budget spent, target reached, plateau."""
     catalog = open_workspace(workspace).catalog
-    done = catalog.query("SELECT round_id, spend, promoted, report FROM rounds WHERE status = "
-                         "'done' ORDER BY round_index")
+    done = loop_records.done_rounds(catalog)
     if not done:
         return None
     spent = sum(r["spend"] or 0.0 for r in done)
@@ -123,13 +114,13 @@ def stop_reason(workspace: str, total_budget: float | None, target_accuracy: flo
     return None
 
 
-@task(name="mark-round-stopped")
+@loop_task(name="mark-round-stopped")
 def mark_stopped(workspace: str, round_id: str, reason: str) -> None:
     open_workspace(workspace).catalog.upsert("rounds", [{"round_id": round_id, "status": "stopped",
                                                         "stop_reason": reason}])
 
 
-@task(name="save-checkpoint", retries=2, retry_delay_seconds=1)
+@loop_task(name="save-checkpoint", retries=2, retry_delay_seconds=1)
 def save_checkpoint(workspace: str, round_id: str, step: str, info: dict[str, Any]) -> dict[str, Any]:
     """Record that `step` finished (for steps whose records were already written idempotently)."""
     open_workspace(workspace).catalog.upsert("round_steps", [checkpoint_row(round_id, step, info)])

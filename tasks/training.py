@@ -1,4 +1,5 @@
-"""Model tasks: the seed dataset, fine-tuning, evaluation lookup and the promotion gate.
+"""The fine-tune step (train, evaluate, promotion gate) and round 0 (the seed model), with
+their operations: the seed dataset, training and the promotion gate.
 
 Model versions are named from what produced them (``m-seed-<dataset>``,
 ``m-<round>-<dataset>``), so re-running a crashed fine-tune produces the same version id and
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.models import create_model
@@ -16,29 +16,26 @@ from medq.engine.models.base import LabelledImage
 from medq.engine.promote import decide_promotion
 from medq.engine.scoring import eval_id_for
 from medq.errors import MedQError
+from medq.storage import loop_records
 from medq.storage.catalog import loads
 from medq.storage.images import load_images
-from medq.tasks._runtime import fault_point, open_workspace, stable_hash
-from medq.tasks.evaluate import judge_name
-from medq.tasks.rounds import checkpoint_row
+from medq.tasks._runtime import (
+    fault_point,
+    loop_flow,
+    loop_task,
+    open_workspace,
+    stable_hash,
+    step_logger,
+)
+from medq.tasks.evaluate import evaluate_version, judge_name
+from medq.tasks.rounds import checkpoint_row, current_champion, load_checkpoint
 
 
-@task(name="existing-evaluation", cache_policy=NO_CACHE)
-def existing_evaluation(workspace: str, version: str, judge: str | None = None) -> dict | None:
-    """The stored eval run of `version` on the eval split with the workspace judge, if any."""
-    ws = open_workspace(workspace)
-    eval_id = eval_id_for(version, "eval", judge_name(judge, ws.settings.judge))
-    rows = ws.catalog.query("SELECT eval_id, metrics FROM eval_runs WHERE eval_id = ?", [eval_id])
-    return None if not rows else {"eval_id": rows[0]["eval_id"],
-                                  "metrics": loads(rows[0]["metrics"], {})}
-
-
-@task(name="seed-dataset", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="seed-dataset", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def seed_dataset(workspace: str) -> str:
     """Register the labelled train split as the seed dataset (idempotent); returns its id."""
     ws = open_workspace(workspace)
-    items = ws.catalog.query("SELECT item_id, image_id FROM items WHERE split = 'train' AND "
-                             "kind = 'image' ORDER BY item_id")
+    items = loop_records.train_split_images(ws.catalog)
     if not items:
         raise MedQError(f"workspace {ws.root} has no labelled training items: load a world "
                         "(`medq load world DIR`) or ingest a labelled train split first")
@@ -54,10 +51,7 @@ def seed_dataset(workspace: str) -> str:
 
 
 def _examples(ws, dataset_id: str) -> list[LabelledImage]:
-    rows = ws.catalog.query(
-        "SELECT i.item_id, i.image_id, i.modality, i.verdict, i.degradations, i.description "
-        "FROM dataset_items d JOIN items i USING (item_id) WHERE d.dataset_id = ? "
-        "ORDER BY i.item_id", [dataset_id])
+    rows = loop_records.training_examples(ws.catalog, dataset_id)
     if not rows:
         raise MedQError(f"dataset {dataset_id} has no items")
     images = load_images(ws, [r["image_id"] for r in rows])
@@ -71,7 +65,7 @@ def model_version_for(round_id: str | None, dataset_id: str) -> str:
     return f"m-{round_id or 'seed'}-{stable_hash(dataset_id, length=8)}"
 
 
-@task(name="train-model", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@loop_task(name="train-model", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def train_model(workspace: str, parent: str | None, dataset_id: str, round_id: str | None,
                 seed: int = 0) -> dict[str, Any]:
     """Fine-tune `parent` (a fresh model when None) on `dataset_id`; save and register the new
@@ -79,11 +73,10 @@ def train_model(workspace: str, parent: str | None, dataset_id: str, round_id: s
     from medq.storage.model_registry import load_model_version, save_model
     ws = open_workspace(workspace)
     version = model_version_for(round_id, dataset_id)
-    existing = ws.catalog.query("SELECT version, artifact_key, metrics FROM model_versions "
-                                "WHERE version = ? AND artifact_key IS NOT NULL", [version])
+    existing = loop_records.registered_version(ws.catalog, version)
     if existing:  # trained before a crash: the artifact is complete (registered last)
-        return {"version": version, "artifact_key": existing[0]["artifact_key"],
-                "train": loads(existing[0]["metrics"], {}).get("train", {})}
+        return {"version": version, "artifact_key": existing["artifact_key"],
+                "train": loads(existing["metrics"], {}).get("train", {})}
     base = load_model_version(ws, parent) if parent else create_model(ws.settings.model)
     examples = _examples(ws, dataset_id)
     model, report = base.fine_tune(examples, new_version=version, seed=seed)
@@ -91,12 +84,12 @@ def train_model(workspace: str, parent: str | None, dataset_id: str, round_id: s
              "final_loss": report.losses[-1] if report.losses else None}
     key = save_model(ws, model, parent=parent, dataset_id=dataset_id, metrics={"train": train})
     fault_point("finetune:saved")
-    get_run_logger().info("trained %s on %d examples in %.1f s", version, report.n_examples,
+    step_logger().info("trained %s on %d examples in %.1f s", version, report.n_examples,
                           report.seconds)
     return {"version": version, "artifact_key": key, "train": train}
 
 
-@task(name="promotion-gate", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@loop_task(name="promotion-gate", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def promote_if_better(workspace: str, round_id: str | None, candidate: str,
                       current: str | None) -> dict[str, Any]:
     """Compare eval metrics of `candidate` and `current`; record the decision on the model
@@ -105,8 +98,7 @@ def promote_if_better(workspace: str, round_id: str | None, candidate: str,
     judge = judge_name(None, ws.settings.judge)
 
     def metrics(version: str) -> dict:
-        rows = ws.catalog.query("SELECT metrics FROM eval_runs WHERE eval_id = ?",
-                                [eval_id_for(version, "eval", judge)])
+        rows = loop_records.eval_metrics_text(ws.catalog, eval_id_for(version, "eval", judge))
         if not rows:
             raise MedQError(f"model {version} has no evaluation with judge {judge}; evaluate it first")
         return loads(rows[0]["metrics"], {})
@@ -114,8 +106,7 @@ def promote_if_better(workspace: str, round_id: str | None, candidate: str,
     cand = metrics(candidate)
     cur = metrics(current) if current else None
     decision = decide_promotion(cand, cur, margin=ws.settings.loop.promotion_margin)
-    stored = loads(ws.catalog.scalar("SELECT metrics FROM model_versions WHERE version = ?",
-                                     [candidate]), {}) or {}
+    stored = loads(loop_records.model_metrics_text(ws.catalog, candidate), {}) or {}
     desc = (cand.get("description") or {}).get("overall")
     info = {"model_out": candidate, "promoted": decision.promote, "reason": decision.reason,
             "accuracy_out": cand.get("accuracy"), "description_out": desc,
@@ -129,3 +120,33 @@ def promote_if_better(workspace: str, round_id: str | None, candidate: str,
         if round_id is not None:
             tx.upsert("round_steps", [checkpoint_row(round_id, "finetune", info)])
     return info
+
+
+@loop_flow(name="finetune")
+def finetune(workspace: str, round_id: str, model_version: str, dataset_id: str,
+             seed: int = 0) -> dict[str, Any]:
+    """Fine-tune `model_version` on the round's dataset, evaluate the new version, promote it
+    only if it beats `model_version` by the configured margin. Returns the promotion record
+    plus "train" (n_examples, seconds, final_loss)."""
+    done = load_checkpoint(workspace, round_id, "finetune")
+    if done is not None:
+        return done
+    trained = train_model(workspace, model_version, dataset_id, round_id, seed)
+    evaluate_version(workspace, trained["version"], round_id)
+    return {**promote_if_better(workspace, round_id, trained["version"], model_version),
+            "train": trained["train"]}
+
+
+@loop_flow(name="bootstrap")
+def bootstrap(workspace: str, seed: int = 0) -> str:
+    """Round 0: when the workspace has no model yet, train the seed model on the labelled train
+    split, evaluate it and register it as the first champion. Returns the champion version
+    (existing or new)."""
+    champion = current_champion(workspace)
+    if champion is not None:
+        return champion
+    dataset_id = seed_dataset(workspace)
+    trained = train_model(workspace, None, dataset_id, None, seed)
+    evaluate_version(workspace, trained["version"])
+    promote_if_better(workspace, None, trained["version"], None)
+    return str(trained["version"])

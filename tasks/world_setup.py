@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medq.engine.world_plan import Mix, Selection, WorldSpec
 from medq.storage.world_loader import load_world
 from medq.storage.world_writer import write_world
-from medq.tasks._runtime import open_workspace
+from medq.tasks._runtime import loop_task, open_workspace
 
 
 def demo_world_spec(seed: int = 0, *, eval_size: int = 100, pool_size: int = 2000,
@@ -27,14 +26,14 @@ def demo_world_spec(seed: int = 0, *, eval_size: int = 100, pool_size: int = 200
                      pool_rare=Selection(modalities=rare, share=0.1))
 
 
-@task(name="synthesize-world", retries=1, cache_policy=NO_CACHE)
+@loop_task(name="synthesize-world", retries=1, cache_policy=NO_CACHE)
 def synthesize_world(out_dir: str, spec: dict[str, Any]) -> str:
     """Write the world folder (idempotent: the same spec reproduces identical files)."""
     write_world(demo_world_spec(**spec), Path(out_dir))
     return out_dir
 
 
-@task(name="load-world", retries=1, cache_policy=NO_CACHE)
+@loop_task(name="load-world", retries=1, cache_policy=NO_CACHE)
 def load_world_task(workspace: str, folder: str) -> dict[str, Any]:
     """Bring a world folder into the workspace catalog and object store (idempotent)."""
     summary = load_world(open_workspace(workspace), Path(folder))

@@ -16,9 +16,11 @@ description and the reference description inlined, the judge asked to reply only
   0 reject-vs-good; for paired items 2 for the same "which image is better" conclusion, else 0.
 
 Parsing (same rules as the evaluator): ``Score\\s*[:：]\\s*([0-2](?:\\.\\d+)?)`` first, then a JSON
-number or ``{"score": x}`` within [0, 2], then a bare number. An unparseable reply or a failed
-request is asked again, up to `retries` more times with exponential backoff; a score that stays
-unparseable is None (left out of the dimension's mean).
+number or ``{"score": x}`` within [0, 2], then a bare number. An unparseable reply is asked
+again, up to `retries` more times with exponential backoff; a score that stays unparseable is
+None (left out of the dimension's mean). Failed requests are retried by the transport only (one
+retry policy per layer: :mod:`medq.storage.openai_chat` retries timeouts, 429 and 5xx); when it
+gives up, the judge does not ask again.
 
 The transport is injected (``complete(messages) -> str``) so this module stays pure; the
 OpenAI-compatible HTTP client lives in :mod:`medq.storage.openai_chat`.
@@ -30,6 +32,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from medq.engine.scoring.description import (
     DIMENSIONS,
@@ -141,10 +144,11 @@ def parse_score(reply: object) -> float | None:
 class LLMJudge(DescriptionJudge):
     """Judge that asks an LLM through `complete` (one request per item and dimension).
 
-    `retries`: extra attempts for an unparseable reply or a failed request; `backoff_s`: first
-    wait between attempts, doubled each time; `max_workers`: concurrent requests. A request that
-    still fails after all attempts raises :class:`JudgeEndpointError` when `strict` (the
-    default: an unreachable judge is a setup error, not a low score); otherwise it scores None."""
+    `retries`: extra attempts for an unparseable reply; `backoff_s`: first wait between attempts,
+    doubled each time; `max_workers`: concurrent requests. A request the transport gave up on
+    (:class:`JudgeEndpointError`, after the transport's own retries) is not asked again: it
+    raises when `strict` (the default: an unreachable judge is a setup error, not a low score);
+    otherwise it scores None."""
 
     def __init__(self, complete: Complete, *, name: str = "llm", retries: int = 3,
                  backoff_s: float = 1.0, max_workers: int = 4, strict: bool = True,
@@ -158,26 +162,26 @@ class LLMJudge(DescriptionJudge):
         self._sleep = sleep
 
     def ask(self, messages: Messages) -> float | None:
-        """One dimension's score, with retries; None when every reply was unparseable."""
-        last_error: Exception | None = None
+        """One dimension's score (0-2, higher is better), re-asked while the reply is
+        unparseable; None when every reply was."""
         for attempt in range(self.retries + 1):
             if attempt:
                 self._sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
                 score = parse_score(self.complete(messages))
-            except JudgeEndpointError as exc:
-                last_error = exc
-                continue
+            except JudgeEndpointError:
+                if self.strict:
+                    raise
+                return None
             if score is not None:
                 return score
-            last_error = None
-        if last_error is not None and self.strict:
-            raise last_error
         return None
 
     def _score(self, prediction: str, reference_text: str, paired: bool) -> DescriptionScores:
-        values = {d: self.ask(build_prompt(d, prediction or "", reference_text or "", paired=paired))
-                  for d in DIMENSIONS}
+        # dimension -> score or None; typed Any as ** could reach any field of DescriptionScores
+        values: dict[str, Any] = {
+            d: self.ask(build_prompt(d, prediction or "", reference_text or "", paired=paired))
+            for d in DIMENSIONS}
         return DescriptionScores(**values)
 
     def score(self, prediction: str, reference: DescriptionReference) -> DescriptionScores:

@@ -14,6 +14,8 @@ console = Console(stderr=True)
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", envvar="MEDQ_WORKSPACE",
                             help="Workspace folder (default .medq).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show Prefect's own logs on the console "
+                          "(default: a log file in the workspace).")
 
 
 def settings_for(workspace: Path | None, **overrides: Any):

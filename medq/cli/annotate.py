@@ -63,7 +63,7 @@ def pairs_cmd(file: Path = _PAIRS_FILE, round_id: str = _ROUND,
 
     def go():
         pairs = read_pairs(file)
-        return submit_pairs.fn(_workspace(workspace), pairs, round_id)
+        return submit_pairs(_workspace(workspace), pairs, round_id)
     out = guarded(go)
     if json_out:
         emit_json(out)
@@ -77,7 +77,7 @@ def pull_cmd(workspace: Path | None = WorkspaceOpt, full: bool = _FULL,
              json_out: bool = JsonOpt) -> None:
     """Pull Label Studio annotations into the catalog now."""
     from medq.tasks.annotate import pull_annotations
-    out = guarded(lambda: pull_annotations.fn(_workspace(workspace), full))
+    out = guarded(lambda: pull_annotations(_workspace(workspace), full))
     if json_out:
         emit_json(out)
     else:

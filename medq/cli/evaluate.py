@@ -45,9 +45,8 @@ def run_evaluate(workspace: Path | None, model: str, judge: str | None, split: s
         return evaluate_flow(model_version=model, judge=judge or "rules", workspace=ws, split=split)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medq.flows.evaluate import evaluate_model
     from medq.tasks._runtime import open_workspace
-    from medq.tasks.evaluate import resolve_model_version
+    from medq.tasks.evaluate import evaluate_model, resolve_model_version
     loaded = resolve_model_version(open_workspace(ws), model)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=not show_progress,

@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medq.cli._common import JsonOpt, WorkspaceOpt, console, emit_json, fail, settings_for
+from medq.cli._common import (
+    JsonOpt,
+    VerboseOpt,
+    WorkspaceOpt,
+    console,
+    emit_json,
+    fail,
+    settings_for,
+)
 
 
 def print_table(table: Table) -> None:
@@ -21,8 +29,9 @@ def print_table(table: Table) -> None:
     out.print(table)
 
 
-def prefect_environment(workspace: Path) -> None:
-    """Keep Prefect's home inside the workspace and its telemetry off (before importing it)."""
+def prefect_environment(workspace: Path, *, verbose: bool = True) -> Path | None:
+    """Keep Prefect's home inside the workspace and its telemetry off (before importing it).
+    Unless `verbose`, Prefect's console logs go to a file in the workspace (returned)."""
     home = Path(workspace).resolve() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
@@ -34,15 +43,18 @@ def prefect_environment(workspace: Path) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from medq.cli.run_logs import route_prefect_logs
+    return route_prefect_logs(workspace, verbose=verbose)
 
 
 def round_rows(workspace: Path) -> list[dict]:
     """Every finished round's summary (rounds.report), oldest first."""
+    from medq.storage import loop_records
     from medq.storage.catalog import Catalog, loads
     settings = settings_for(workspace)
     catalog = Catalog.open(settings.catalog_path, read_only=True)
-    return [loads(r["report"], {}) | {"status": r["status"]} for r in catalog.query(
-        "SELECT status, report FROM rounds WHERE status = 'done' ORDER BY round_index")]
+    return [loads(r["report"], {}) | {"status": r["status"]}
+            for r in loop_records.done_round_reports(catalog)]
 
 
 def _pct(x) -> str:
@@ -71,10 +83,12 @@ def rounds_table(rows: list[dict]) -> Table:
 
 def run_rounds(workspace: Path, rounds: int, *, budget: float | None, annotator: str | None,
                candidates: int | None, total_budget: float | None, target: float | None,
-               seed: int, quiet: bool = False) -> list[dict]:
+               seed: int, quiet: bool = False, verbose: bool = False) -> list[dict]:
     """Run the loop until `rounds` rounds are done, one flow run per round (a progress bar
-    advances between them). Resumes a crashed round first."""
-    prefect_environment(workspace)
+    advances between them, one line per finished step). Resumes a crashed round first."""
+    logs = prefect_environment(workspace, verbose=verbose)
+    if logs is not None and not quiet:
+        console.print(f"Prefect logs: {logs} (--verbose shows them here)", style="dim")
     from medq.flows.engine_loop import engine_loop
     from medq.storage.workspace import Workspace
     Workspace.init(settings_for(workspace))
@@ -106,13 +120,15 @@ def register(app: typer.Typer) -> None:
                 annotator: str | None = typer.Option(None, help="simulated | labelstudio | oracle:LABELS.jsonl"),
                 candidates: int | None = typer.Option(None, help="Retrieved candidates scored per round."),
                 seed: int = typer.Option(0),
+                verbose: bool = VerboseOpt,
                 json_out: bool = JsonOpt) -> None:
         """Run the closed loop on the workspace (resumes a crashed round first)."""
         from medq.errors import MedQError
         ws = settings_for(workspace).workspace
         try:
             rows = run_rounds(ws, rounds, budget=budget, annotator=annotator, candidates=candidates,
-                              total_budget=total_budget, target=target, seed=seed, quiet=json_out)
+                              total_budget=total_budget, target=target, seed=seed, quiet=json_out,
+                              verbose=verbose)
         except MedQError as exc:
             fail(str(exc))
         if json_out:
@@ -128,6 +144,7 @@ def register(app: typer.Typer) -> None:
                  candidates: int = typer.Option(300, min=10),
                  seed: int = typer.Option(0),
                  keep: bool = typer.Option(False, help="Reuse an existing demo workspace."),
+                 verbose: bool = VerboseOpt,
                  json_out: bool = JsonOpt) -> None:
         """Fresh workspace, small synthetic world (biased seed set, rare hard cases in the pool),
         simulated annotators, a few rounds; prints the per-round summary."""
@@ -135,20 +152,20 @@ def register(app: typer.Typer) -> None:
         ws = workspace.resolve()
         if ws.exists() and not keep:
             shutil.rmtree(ws)
-        prefect_environment(ws)
+        prefect_environment(ws, verbose=verbose)
         try:
             from medq.tasks._runtime import open_workspace
             from medq.tasks.world_setup import load_world_task, synthesize_world
             world = ws / "world"
             with console.status("synthesizing the demo world"):
-                synthesize_world.fn(str(world), {"seed": seed, "eval_size": eval_size,
-                                                 "pool_size": pool_size, "seed_size": seed_size})
+                synthesize_world(str(world), {"seed": seed, "eval_size": eval_size,
+                                              "pool_size": pool_size, "seed_size": seed_size})
             with console.status("loading the world into the workspace"):
                 open_workspace(str(ws))
-                load_world_task.fn(str(ws), str(world))
+                load_world_task(str(ws), str(world))
             rows = run_rounds(ws, rounds, budget=budget, annotator="simulated",
                               candidates=candidates, total_budget=None, target=None, seed=seed,
-                              quiet=json_out)
+                              quiet=json_out, verbose=verbose)
         except MedQError as exc:
             fail(str(exc))
         if json_out:

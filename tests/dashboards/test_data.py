@@ -10,7 +10,8 @@ import time
 import pandas as pd
 import pytest
 
-from medq.dashboards import charts, data
+from medq.dashboards import charts
+from medq.storage import dashboard_queries as data
 from medq.storage.catalog import loads
 
 

@@ -406,6 +406,7 @@ def test_llm_judge_scores_through_openai_endpoint(fake_openai, caplog):
 
 
 def test_llm_judge_retries_unparseable_and_transient_errors(fake_openai):
+    """Transient HTTP errors are the transport's retries; unparseable replies the judge's."""
     url, server = fake_openai
     server.script = [("status", 503), ("ok", "Score: 2"),          # transient, then fine
                      ("ok", "no idea"), ("ok", "Score: 1"),        # unparseable, re-asked
@@ -429,6 +430,15 @@ def test_llm_judge_unreachable_or_rejected_endpoint_is_a_clear_error(fake_openai
     dead = _client("http://127.0.0.1:9", retries=1)  # nothing listens on port 9
     with pytest.raises(JudgeEndpointError, match="failed after 2 attempt"):
         LLMJudge(dead.complete, retries=0, backoff_s=0.0).score("text", REF)
+    # one retry policy per layer: a request the transport gave up on is not asked again
+    calls = []
+
+    def counted(messages):
+        calls.append(1)
+        return dead.complete(messages)
+    with pytest.raises(JudgeEndpointError):
+        LLMJudge(counted, retries=3, backoff_s=0.0).score("text", REF)
+    assert len(calls) == 1
     lenient = LLMJudge(dead.complete, retries=0, backoff_s=0.0, strict=False)
     assert lenient.score("text", REF).values() == dict.fromkeys(
         ("completeness", "preciseness", "consistency", "quality_accuracy"))

@@ -51,7 +51,7 @@ def _check_metrics(metrics):
 
 
 def test_evaluate_model_plain_call_is_idempotent(workspace):
-    from medq.flows.evaluate import evaluate_model
+    from medq.tasks.evaluate import evaluate_model
 
     counts = build_eval_world(workspace)
     model = ScriptedModel()
@@ -75,7 +75,7 @@ def test_evaluate_model_plain_call_is_idempotent(workspace):
 
 def test_evaluate_without_items_or_bad_judge_fails_clearly(workspace):
     from medq.errors import MedQError
-    from medq.flows.evaluate import evaluate_model
+    from medq.tasks.evaluate import evaluate_model
 
     with pytest.raises(MedQError, match="no evaluation items"):
         evaluate_model(workspace, ScriptedModel(), "rules")
