@@ -28,9 +28,12 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from medq.tasks.rounds import RoundConfig
 
 STRATEGIES = ("random", "entropy", "retrieval", "coreset", "engine")
 _CODES = {s: i + 1 for i, s in enumerate(STRATEGIES)}
@@ -111,7 +114,8 @@ def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
 
 
 def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: str, k: int,
-            config: dict, seed: int, coreset_max: int) -> tuple[list[dict], list[str], dict]:
+            config: RoundConfig, seed: int, coreset_max: int
+            ) -> tuple[list[dict], list[str], dict]:
     """Baseline selection: (candidate rows to record, image ids for the expert lane, info)."""
     from medq.storage import loop_records
     from medq.tasks._runtime import open_workspace
@@ -135,7 +139,7 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
     if strategy == "random":
         picks = sorted(rng.choice(avail, size=min(k, len(avail)), replace=False).tolist())
     elif strategy == "entropy":
-        size = min(int(config["candidates_per_round"]), len(avail))
+        size = min(config.candidates_per_round, len(avail))
         sample = sorted(rng.choice(avail, size=size, replace=False).tolist())
         rows = [{"round_id": round_id, "image_id": i, "rank": r} for r, i in enumerate(sample)]
         scored = score_candidates(ws, model_in, rows)
@@ -192,7 +196,8 @@ def _baseline_routes(ws: str, round_id: str, rows: list[dict], picks: list[str],
 # -- one round ----------------------------------------------------------------------------------
 
 def round_config(ws: str, budget: float, candidates: int, seed: int,
-                 annotator: str = "simulated") -> dict:
+                 annotator: str = "simulated") -> RoundConfig:
+    """The run's :class:`~medq.tasks.rounds.RoundConfig` (budget in cost units per round)."""
     from medq.tasks.rounds import resolve_config
     return resolve_config(ws, {"budget_per_round": budget, "annotator": annotator,
                                "candidates_per_round": candidates, "seed": seed})
@@ -204,9 +209,9 @@ def _baseline_selection(strategy: str, coreset_max: int):
     from medq.tasks.discover import discover
     from medq.tasks.explore import score_candidates
 
-    def select(ws: str, opened: dict, config: dict) -> tuple[dict, dict, dict]:
+    def select(ws: str, opened: dict, config: RoundConfig) -> tuple[dict, dict, dict]:
         round_id, model_in = opened["round_id"], opened["model_in"]
-        seed, budget = int(config["seed"]), float(config["budget_per_round"])
+        seed, budget = config.seed, config.budget_per_round
         discovered: dict = {}
         if strategy == "retrieval":
             discovered = discover(ws, round_id, model_in, seed)
@@ -221,7 +226,8 @@ def _baseline_selection(strategy: str, coreset_max: int):
     return select
 
 
-def run_round(ws: str, strategy: str, config: dict, *, coreset_max: int = 50_000) -> dict:
+def run_round(ws: str, strategy: str, config: RoundConfig, *,
+              coreset_max: int = 50_000) -> dict:
     """One round of `strategy` on workspace `ws` (a folder). Returns the round summary (as the
     loop stores it) plus ``steps`` (wall seconds per step), ``strategy``, ``curation_failed``."""
     from medq.tasks.one_round import run_round as play

@@ -8,6 +8,7 @@ Levels: 0 = none, 1 = mild, 2 = severe. Verdicts, best to worst: good, usable, r
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 MODALITIES: tuple[str, ...] = ("CT", "MRI", "X-ray", "fundus", "histopathology", "endoscopy",
@@ -17,6 +18,25 @@ LEVELS: dict[int, str] = {0: "none", 1: "mild", 2: "severe"}
 QUESTION_TYPES: tuple[str, ...] = ("Yes-or-No", "What", "How")
 OPTION_LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 VERDICT_SENTENCE = "Overall, the quality of this image is {verdict}."
+# The one reader of that sentence (labels, MLLM outputs, description scoring): MedQ-Bench's
+# wording plus the variants models write ("**good**", quotes, "rejected", "the image quality of
+# the image was ...", "can be considered ...").
+_STATED_VERDICT = re.compile(
+    r"overall\s*,?\s+the\s+(?:overall\s+)?(?:image\s+)?quality\s+of\s+(?:this|the)\s+image\s+"
+    r"(?:is|was|would\s+be|can\s+be\s+(?:considered|rated)(?:\s+as)?)\s*[\s*\"'\[(]*"
+    r"(good|usable|reject(?:ed)?)\b", re.IGNORECASE)
+
+
+def stated_verdict(text: str | None) -> str | None:
+    """The verdict ("good" / "usable" / "reject") of the last "Overall, the quality of this image
+    is <verdict>" sentence in `text` (see :data:`VERDICT_SENTENCE`), None when there is none."""
+    if not text:
+        return None
+    hits = _STATED_VERDICT.findall(str(text))
+    if not hits:
+        return None
+    word = hits[-1].lower()
+    return "reject" if word.startswith("reject") else word
 
 # Degradation identifiers per modality family. `general` applies to every modality.
 DEGRADATIONS: dict[str, tuple[str, ...]] = {

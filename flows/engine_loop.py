@@ -38,13 +38,13 @@ def engine_loop(workspace: str = ".medq", rounds: int = 3, budget_per_round: flo
               "candidates_per_round": candidates_per_round, "plateau_rounds": plateau_rounds,
               "seed": seed}
     config = resolve_config(workspace, params)
-    bootstrap(workspace, seed=config["seed"])
+    bootstrap(workspace, seed=config.seed)
     if more_rounds is not None:
         rounds = finished_rounds(workspace) + more_rounds
     summaries = []
     while finished_rounds(workspace) < rounds:
-        reason = stop_reason(workspace, config["total_budget"], config["target_accuracy"],
-                             config["plateau_rounds"])
+        reason = stop_reason(workspace, config.total_budget, config.target_accuracy,
+                             config.plateau_rounds)
         champion = current_champion(workspace)
         opened = open_round(workspace, config, champion, stop=reason)
         if opened["stop"]:

@@ -20,13 +20,13 @@ from medq.tasks.curate import curate
 from medq.tasks.discover import discover
 from medq.tasks.explore import explore
 from medq.tasks.report import round_summary
-from medq.tasks.rounds import close_round, mark_stopped
+from medq.tasks.rounds import RoundConfig, close_round, mark_stopped
 from medq.tasks.route import route
 from medq.tasks.training import finetune
 
 Record = dict[str, Any]
 # (workspace, opened round, run config) -> (discovered, explored, routed) checkpoint records
-Selection = Callable[[str, Record, Record], tuple[Record, Record, Record]]
+Selection = Callable[[str, Record, RoundConfig], tuple[Record, Record, Record]]
 # called with a step's name right after it finished (timings, progress)
 StepHook = Callable[[str], None]
 
@@ -96,26 +96,26 @@ class RoundOutcome:
         return None if self.curated.get("passed") else str(self.curated.get("summary"))
 
 
-def engine_selection(workspace: str, opened: Record, config: Record,
+def engine_selection(workspace: str, opened: Record, config: RoundConfig,
                      done: Callable[[str, Record], None] | None = None
                      ) -> tuple[Record, Record, Record]:
     """The engine's own selection: discover prototypes of the model's failures, retrieve and
     score their look-alikes, route them into lanes within the round budget. `done(step,
     record)` is called after each step."""
-    round_id, model_in, seed = opened["round_id"], opened["model_in"], int(config["seed"])
+    round_id, model_in, seed = opened["round_id"], opened["model_in"], config.seed
     discovered = discover(workspace, round_id, model_in, seed)
     if done:
         done("discover", discovered)
-    explored = explore(workspace, round_id, model_in, int(config["candidates_per_round"]), seed)
+    explored = explore(workspace, round_id, model_in, config.candidates_per_round, seed)
     if done:
         done("explore", explored)
-    routed = route(workspace, round_id, float(config["budget_per_round"]), seed)
+    routed = route(workspace, round_id, config.budget_per_round, seed)
     if done:
         done("route", routed)
     return discovered, explored, routed
 
 
-def run_round(workspace: str, opened: Record, config: Record, *,
+def run_round(workspace: str, opened: Record, config: RoundConfig, *,
               select: Selection | None = None, on_step: StepHook | None = None) -> RoundOutcome:
     """Run (or resume) the round `opened` (from :func:`~medq.tasks.rounds.open_round`) with the
     run's `config` (from :func:`~medq.tasks.rounds.resolve_config`).
@@ -124,15 +124,15 @@ def run_round(workspace: str, opened: Record, config: Record, *,
     candidates and routes the way explore and route do. When curation fails the round is marked
     stopped with the suite's summary and the outcome has no summary."""
     round_id, model_in = opened["round_id"], opened["model_in"]
-    seed = int(config["seed"])
+    seed = config.seed
     done = _StepReporter(round_id, on_step)
     if select is None:
         discovered, explored, routed = engine_selection(workspace, opened, config, done)
     else:
         discovered, explored, routed = select(workspace, opened, config)
         done("select", routed)
-    annotated = annotate(workspace, round_id, config["annotator"], model_in,
-                         config["wait_timeout_s"], config["poll_interval_s"])
+    annotated = annotate(workspace, round_id, config.annotator, model_in,
+                         config.wait_timeout_s, config.poll_interval_s)
     done("annotate", annotated)
     curated = curate(workspace, round_id, model_in)
     done("curate", curated)

@@ -6,6 +6,8 @@ through the ``round_steps`` checkpoints.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,18 +20,59 @@ def round_id_for(index: int) -> str:
     return f"r{index:03d}"
 
 
+@dataclass(frozen=True)
+class RoundConfig:
+    """The effective knobs of a run (flow parameters over workspace settings), fixed for every
+    round of it and stored with each round (``rounds.config``).
+
+    Budgets are lane cost units (settings.lanes): `budget_per_round` is what routing may spend
+    in one round, `total_budget` (None = no limit) stops the loop once spent;
+    `target_accuracy` (eval MCQ accuracy in [0, 1], None = none) stops it once reached;
+    `plateau_rounds` rounds without a promotion stop it; `candidates_per_round` retrieved pool
+    images are scored per round; `annotator` names the annotation backend; the annotate step
+    waits up to `wait_timeout_s` seconds for a batch, polling every `poll_interval_s`."""
+    budget_per_round: float
+    total_budget: float | None
+    target_accuracy: float | None
+    annotator: str
+    candidates_per_round: int
+    plateau_rounds: int
+    seed: int
+    wait_timeout_s: float
+    poll_interval_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# RoundConfig fields a flow parameter may set (None = the workspace setting)
+RUN_PARAMETERS = ("budget_per_round", "total_budget", "target_accuracy", "annotator",
+                  "candidates_per_round", "plateau_rounds", "seed")
+
+
 @loop_task(name="resolve-config")
-def resolve_config(workspace: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Flow parameters over workspace settings: the effective knobs of this run."""
+def resolve_config(workspace: str, params: dict[str, Any]) -> RoundConfig:
+    """Flow parameters (`params`, keys of :data:`RUN_PARAMETERS`; None = not set) over workspace
+    settings: the effective knobs of this run."""
+    unknown = sorted(set(params) - set(RUN_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown run parameter(s) {unknown}; known: {list(RUN_PARAMETERS)}")
     s = open_workspace(workspace).settings
     defaults = {"budget_per_round": s.loop.budget_per_round, "total_budget": s.loop.total_budget,
                 "target_accuracy": s.loop.target_accuracy, "annotator": s.annotation.backend,
                 "candidates_per_round": s.loop.candidates_per_round,
                 "plateau_rounds": s.loop.plateau_rounds, "seed": s.model.seed}
-    config = {k: (params.get(k) if params.get(k) is not None else v) for k, v in defaults.items()}
-    config["wait_timeout_s"] = s.annotation.wait_timeout_s
-    config["poll_interval_s"] = s.annotation.poll_interval_s
-    return config
+    chosen = {k: (params.get(k) if params.get(k) is not None else v) for k, v in defaults.items()}
+    return RoundConfig(budget_per_round=float(chosen["budget_per_round"]),
+                       total_budget=None if chosen["total_budget"] is None
+                       else float(chosen["total_budget"]),
+                       target_accuracy=None if chosen["target_accuracy"] is None
+                       else float(chosen["target_accuracy"]),
+                       annotator=str(chosen["annotator"]),
+                       candidates_per_round=int(chosen["candidates_per_round"]),
+                       plateau_rounds=int(chosen["plateau_rounds"]), seed=int(chosen["seed"]),
+                       wait_timeout_s=float(s.annotation.wait_timeout_s),
+                       poll_interval_s=float(s.annotation.poll_interval_s))
 
 
 @loop_task(name="finished-rounds")
@@ -38,7 +81,7 @@ def finished_rounds(workspace: str) -> int:
 
 
 @loop_task(name="open-round", retries=2, retry_delay_seconds=1)
-def open_round(workspace: str, config: dict[str, Any], champion: str,
+def open_round(workspace: str, config: RoundConfig, champion: str,
                stop: str | None = None) -> dict[str, Any]:
     """Resume the running round, or (unless `stop` says why not) create the next one that
     starts from `champion`.
@@ -55,7 +98,7 @@ def open_round(workspace: str, config: dict[str, Any], champion: str,
     index = loop_records.last_round_index(catalog) + 1
     round_id = round_id_for(index)
     catalog.upsert("rounds", [{"round_id": round_id, "round_index": index, "status": "running",
-                               "config": config, "model_in": champion}])
+                               "config": config.to_dict(), "model_in": champion}])
     return {"round_id": round_id, "round_index": index, "model_in": champion, "resumed": False,
             "stop": None}
 

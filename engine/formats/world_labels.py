@@ -8,16 +8,13 @@ accepted and reported (:func:`unknown_types`), never dropped. Pure: dicts in, di
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from medq.engine.formats.medqbench import FormatError
-from medq.engine.taxonomy import LEVELS, VERDICTS, is_known_degradation
+from medq.engine.taxonomy import LEVELS, VERDICTS, is_known_degradation, stated_verdict
 
 _LEVEL_NAMES = {name: level for level, name in LEVELS.items()}
 _LEVEL_NAMES.update({"l0": 0, "l1": 1, "l2": 2, "low": 1, "high": 2, "moderate": 1})
-_VERDICT_RE = re.compile(r"overall,?\s+the\s+quality\s+of\s+this\s+image\s+is\s+\**\s*"
-                         r"(good|usable|reject)", re.IGNORECASE)
 
 
 def parse_level(value: Any, *, where: str = "level") -> int | None:
@@ -87,11 +84,9 @@ def unknown_types(degradations: list[dict]) -> list[str]:
 
 
 def verdict_from_text(text: str | None) -> str | None:
-    """The verdict of "Overall, the quality of this image is <verdict>." (last one), or None."""
-    if not text:
-        return None
-    found = _VERDICT_RE.findall(text)
-    return found[-1].lower() if found else None
+    """The verdict of "Overall, the quality of this image is <verdict>." (last one), or None
+    (:func:`medq.engine.taxonomy.stated_verdict`)."""
+    return stated_verdict(text)
 
 
 def parse_label_line(obj: Any, *, where: str) -> dict:

@@ -43,7 +43,7 @@ from medq.engine.models.base import (
     QualityModel,
     TrainReport,
 )
-from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS
+from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS, stated_verdict
 
 ADAPTER_DIR = "adapter"
 DESCRIBE_PROMPT = ("Describe the quality of this medical image: name every degradation you see and "
@@ -51,8 +51,6 @@ DESCRIBE_PROMPT = ("Describe the quality of this medical image: name every degra
                    "good', 'usable' or 'reject'.")
 COMPARE_PROMPT = "Which of the two images has better quality?"
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-_VERDICT_RE = re.compile(r"overall,?\s+the\s+quality\s+of\s+this\s+image\s+is\s+(good|usable|reject)",
-                         re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +98,7 @@ def sft_records(examples: Sequence[LabelledImage], seed: int = 0, mcqs_per_image
     records = []
     for ex in examples:
         desc = ex.description.strip() if ex.description else ""
-        if desc and not _VERDICT_RE.search(desc):
+        if desc and stated_verdict(desc) is None:
             desc = f"{desc} {VERDICT_SENTENCE.format(verdict=ex.verdict)}"
         records.append({"messages": [user_turn(DESCRIBE_PROMPT), assistant_turn(desc or label_description(ex))],
                         "images": [ex.image], "kind": "description", "item_id": ex.item_id})
@@ -421,7 +419,7 @@ class HFModel(QualityModel):
         if len(qs) != len(images):
             raise ModelError(f"describe: {len(images)} images but {len(qs)} questions")
         texts = self._generate([([user_turn(q or DESCRIBE_PROMPT)], [im]) for im, q in zip(images, qs)])
-        missing = [i for i, t in enumerate(texts) if not _VERDICT_RE.search(t[-80:] if t else "")]
+        missing = [i for i, t in enumerate(texts) if stated_verdict(t[-80:] if t else "") is None]
         if missing:
             opts = {OPTION_LETTERS[i]: v.capitalize() for i, v in enumerate(VERDICTS)}
             mcqs = [MCQ(f"verdict-{i}", images[i], "How is the overall quality of this image?", opts)

@@ -47,8 +47,8 @@ from medq.engine.models.base import (
     QualityModel,
     TrainReport,
 )
-from medq.engine.models.hf import _VERDICT_RE, COMPARE_PROMPT, DESCRIBE_PROMPT, mcq_prompt, to_pil
-from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS
+from medq.engine.models.hf import COMPARE_PROMPT, DESCRIBE_PROMPT, mcq_prompt, to_pil
+from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS, stated_verdict
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -400,7 +400,7 @@ class VLLMModel(QualityModel):
         images = list(images)
         qs = list(questions) if questions is not None else [None] * len(images)
         texts = self._generate([(q or DESCRIBE_PROMPT, [im]) for im, q in zip(images, qs)])
-        missing = [i for i, t in enumerate(texts) if not _VERDICT_RE.search(t[-80:])]
+        missing = [i for i, t in enumerate(texts) if stated_verdict(t[-80:]) is None]
         if missing:
             opts = {OPTION_LETTERS[i]: v.capitalize() for i, v in enumerate(VERDICTS)}
             mcqs = [MCQ(f"verdict-{i}", images[i], "How is the overall quality of this image?", opts)

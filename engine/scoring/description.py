@@ -29,6 +29,7 @@ from medq.engine.taxonomy import (
     DEGRADATION_NAMES,
     LEVELS,
     VERDICTS,
+    stated_verdict,
     verdict_distance,
     verdict_sentence,
 )
@@ -43,10 +44,6 @@ QUALITY_ACCURACY_TABLE: dict[int, float] = {0: 2.0, 1: 1.0, 2: 0.0}
 
 # -- verdicts --------------------------------------------------------------------------------
 
-_VERDICT_SENTENCE = re.compile(
-    r"overall\s*,?\s+the\s+(?:overall\s+)?(?:image\s+)?quality\s+of\s+(?:this|the)\s+image\s+"
-    r"(?:is|was|would\s+be|can\s+be\s+(?:considered|rated)(?:\s+as)?)\s*[\s*\"'\[(]*"
-    r"(good|usable|reject(?:ed)?)\b")
 # Words that carry a verdict, longest first so "not usable" wins over "usable".
 _VERDICT_WORDS: tuple[tuple[str, str], ...] = (
     (r"not\s+usable", "reject"), (r"unusable", "reject"), (r"non-?diagnostic", "reject"),
@@ -85,9 +82,9 @@ def extract_verdict(text: str | None) -> str | None:
     if not text:
         return None
     low = str(text).lower()
-    hits = list(_VERDICT_SENTENCE.finditer(low))
-    if hits:
-        return "reject" if hits[-1].group(1).startswith("reject") else hits[-1].group(1)
+    stated = stated_verdict(low)
+    if stated is not None:
+        return stated
     for sentence in reversed(re.split(r"(?<=[.!?])\s+|\n+", low)):
         q = sentence.rfind("quality")
         if q < 0:

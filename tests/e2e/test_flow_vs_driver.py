@@ -28,7 +28,7 @@ from medq.tasks.rounds import current_champion, open_round, resolve_config
 from medq.tasks.training import bootstrap
 ws = sys.argv[1]
 config = resolve_config(ws, {"budget_per_round": 12.0, "candidates_per_round": 60, "seed": 0})
-bootstrap(ws, seed=config["seed"])
+bootstrap(ws, seed=config.seed)
 opened = open_round(ws, config, current_champion(ws))
 outcome = run_round(ws, opened, config)
 print(json.dumps(outcome.summary, default=str))
