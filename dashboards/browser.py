@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from medq.errors import MedQError
+from medq.errors import MedQError, require_extra
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -84,7 +84,7 @@ class Browser:
         self.close()
 
     def start(self, timeout_s: float = 30.0) -> None:
-        import websocket  # websocket-client
+        websocket = require_extra("websocket", "dashboard", "the headless browser check")
         env = dict(os.environ, XDG_CONFIG_HOME=str(self._dir / "xdg"),
                    XDG_CACHE_HOME=str(self._dir / "xdg-cache"), HOME=str(self._dir))
         with open(self._dir / "chromium.log", "wb") as log:  # the child keeps its own fd

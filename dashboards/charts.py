@@ -6,10 +6,14 @@ are ordinal ("start", "R1", "R2", ...) so there are no fractional round ticks; c
 """
 from __future__ import annotations
 
-import altair as alt
 import pandas as pd
 
-from medq.dashboards import palette
+from medq.errors import require_extra
+
+require_extra("altair", "dashboard", "the dashboard's charts")
+import altair as alt  # noqa: E402  (after the clear missing-extra error)
+
+from medq.dashboards import palette  # noqa: E402
 
 # Streamlit fits the whole chart (axes, titles, legend) into the height: leave room for them.
 HEIGHT = 380

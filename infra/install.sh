@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the local services need; idempotent (checks first, installs only what is missing).
 #   - moto[server] and prefect in the project's Python environment (normally already there from
-#     `pip install -e .[dev]`),
+#     `pip install -e ".[all,dev]"`),
 #   - Label Studio in its own venv, via infra/labelstudio.sh install (when that script exists).
 # Environment: MEDQ_PYTHON, MEDQ_SERVICES_DIR (see infra/_lib.sh), MEDQ_SKIP_LABELSTUDIO=1 to skip
 # Label Studio.

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
-from label_studio_sdk import LabelStudio
-from label_studio_sdk.core.api_error import ApiError
 
-from medq.errors import MedQError
+from medq.errors import MedQError, require_extra
+
+require_extra("label_studio_sdk", "labelstudio", "the Label Studio annotation backend")
+from label_studio_sdk import LabelStudio  # noqa: E402  (after the clear missing-extra error)
+from label_studio_sdk.core.api_error import ApiError  # noqa: E402
 
 T = TypeVar("T")
 

@@ -44,6 +44,7 @@ from medq.engine.models.base import (
     TrainReport,
 )
 from medq.engine.taxonomy import OPTION_LETTERS, VERDICT_SENTENCE, VERDICTS, stated_verdict
+from medq.errors import require_extra
 
 ADAPTER_DIR = "adapter"
 DESCRIBE_PROMPT = ("Describe the quality of this medical image: name every degradation you see and "
@@ -468,6 +469,7 @@ class HFModel(QualityModel):
 
     def _ensure_adapter(self, name: str):
         """Add adapter `name` to the shared model, initialised from this version's adapter."""
+        require_extra("peft", "mllm", "LoRA fine-tuning of the hf backend")
         from peft import LoraConfig, get_peft_model
         rt = self.runtime
         cfg = LoraConfig(r=self.config["lora_rank"], lora_alpha=self.config["lora_alpha"],
@@ -564,6 +566,7 @@ class HFModel(QualityModel):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.adapter is not None:
+            require_extra("peft", "mllm", "saving a LoRA adapter of the hf backend")
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
             rt = self.runtime
@@ -606,6 +609,7 @@ class HFModel(QualityModel):
                         rt.model.delete_adapter(name)
                     rt.model.load_adapter(str(adir), adapter_name=name)
                 else:
+                    require_extra("peft", "mllm", "loading a LoRA adapter of the hf backend")
                     from peft import PeftModel
                     rt.model = PeftModel.from_pretrained(rt.model, str(adir), adapter_name=name)
                 rt.model.eval()

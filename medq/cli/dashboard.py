@@ -53,6 +53,11 @@ def register(app: typer.Typer) -> None:
         if not settings.catalog_path.is_file():
             fail(f"no MedQ workspace at {settings.workspace} (no catalog at "
                  f"{settings.catalog_path}); run `medq init` first")
+        try:
+            from medq.errors import require_extra
+            require_extra("streamlit", "dashboard", "medq dashboard")
+        except MedQError as exc:
+            fail(str(exc))
         host = host or settings.dashboard.host
         port = port or settings.dashboard.port
         if host not in ("127.0.0.1", "localhost", "::1"):

@@ -1,4 +1,6 @@
-"""DICOM decoding: de-identify first, then rescale (modality LUT), window, invert MONOCHROME1.
+"""DICOM decoding: de-identify first, then rescale (modality LUT), apply the VOI transform (the
+file's VOI LUT Sequence through ``pydicom.pixels.apply_voi_lut``, else its window, else the
+modality's default window), invert MONOCHROME1.
 
 Multi-frame files give up to `max_frames` evenly spaced frames. Only safe technical metadata
 leaves this module (see :func:`safe_metadata`).
@@ -14,7 +16,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    get_decoder,
+    pixel_array,
+)
 
 from medq.storage.ingest.deid import deidentify
 from medq.storage.ingest.errors import (
@@ -125,10 +133,8 @@ def decode_dicom(data: bytes, *, forced: bool, salt: str, max_frames: int, max_p
     picks = evenly_spaced(n_frames, max_frames)
     for i in picks:
         raw = _decode_frame(ds, i if n_frames > 1 else None)
-        img, window = _display(ds, raw, dicom_modality)
-        frame_meta = dict(metadata)
-        if window is not None:
-            frame_meta["window"] = {"center": window[0], "width": window[1]}
+        img, voi = _display(ds, raw, dicom_modality)
+        frame_meta = dict(metadata) | voi
         if n_frames > 1:
             frame_meta["frame"] = i
         frames.append(Frame(finish(img, bits=bits, min_side=min_side), modality, frame_meta,
@@ -153,24 +159,49 @@ def _decode_frame(ds: Dataset, index: int | None) -> np.ndarray:
                        f"{msg[:160]})") from exc
 
 
-def _display(ds: Dataset, raw: np.ndarray, dicom_modality: str
-             ) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Frame -> float [0, 1] (or uint8 colour) for storage, and the window used."""
+def _display(ds: Dataset, raw: np.ndarray, dicom_modality: str) -> tuple[np.ndarray, dict]:
+    """Frame -> float [0, 1] (or uint8 colour) for storage, and the VOI transform used
+    ({"voi_lut": ...} or {"window": {"center", "width"}}; empty for colour or min-max)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(raw, ds)
-        return (rgb if rgb.dtype == np.uint8 else minmax(rgb)), None
+        return (rgb if rgb.dtype == np.uint8 else minmax(rgb)), {}
     if raw.ndim == 3:  # RGB / YBR already converted to RGB by pydicom
-        return (raw if raw.dtype == np.uint8 else minmax(raw)), None
+        return (raw if raw.dtype == np.uint8 else minmax(raw)), {}
     try:
         values = apply_modality_lut(raw, ds)
     except Exception:  # noqa: BLE001 - a broken modality LUT falls back to raw values
         values = raw
-    window = _header_window(ds) or DEFAULT_WINDOWS.get(dicom_modality)
-    img = apply_window(values, *window) if window else to_unit_gray(values)
+    img, voi = _voi_lut(values, ds)
+    if img is None:
+        window = _header_window(ds) or DEFAULT_WINDOWS.get(dicom_modality)
+        img = apply_window(values, *window) if window else to_unit_gray(values)
+        voi = {"window": {"center": window[0], "width": window[1]}} if window else {}
     if photometric == "MONOCHROME1":  # 0 is white: invert so that bright means dense everywhere
         img = 1.0 - img if img.dtype.kind == "f" else 255 - img
-    return img, window
+    return img, voi
+
+
+def _voi_lut(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray | None, dict]:
+    """The file's first VOI LUT (a lookup table the scanner chose for display, preferred over
+    its window, as pydicom does) -> float [0, 1] over the table's own output range; (None, {})
+    when there is none or it is unusable (then the window path runs)."""
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        return None, {}
+    try:
+        item = seq[0]
+        out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+        table = np.asarray(item.LUTData, np.float64).ravel()
+        lo, hi = float(table.min()), float(table.max())
+    except Exception:  # noqa: BLE001 - a broken VOI LUT falls back to the window
+        return None, {}
+    if not hi > lo:
+        return None, {}
+    img = np.clip((np.asarray(out, np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    # LUT Explanation is free text and stays behind (only technical metadata leaves ingest)
+    return img, {"voi_lut": {"entries": int(len(table)),
+                             "first_mapped": int(item.LUTDescriptor[1])}}
 
 
 def _header_window(ds: Dataset) -> tuple[float, float] | None:

@@ -125,6 +125,34 @@ def test_ct_rescale_and_window(ws, tmp_path):
     assert meta["rows"] == 128 and meta["dicom_modality"] == "CT"
 
 
+def test_voi_lut_sequence_is_applied(ws, tmp_path):
+    """pydicom's VOI LUT test file (vlut_04.dcm, pydicom-data) with a non-linear table (its own
+    is linear, so a min-max would pass too): the table maps the stored values for display; no
+    window, no min-max. The patient name never leaves ingest."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_voi_lut
+    path = get_testdata_file("vlut_04.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom-data's vlut_04.dcm is not installed")
+    ds = pydicom.dcmread(path)
+    item = ds.VOILUTSequence[0]
+    top = max(int(v) for v in item.LUTData)
+    item.LUTData = [round(top * (int(v) / top) ** 2) for v in item.LUTData]  # a gamma of 2
+    ds.save_as(tmp_path / "vlut.dcm")
+    ds = pydicom.dcmread(tmp_path / "vlut.dcm")
+    s = ingest(ws, str(tmp_path / "vlut.dcm"), "pool")
+    stored = load_images(ws, s.image_ids)[0]
+    table = np.asarray(ds.VOILUTSequence[0].LUTData, np.float64)
+    expected = (apply_voi_lut(ds.pixel_array, ds).astype(np.float64) - table.min()) / np.ptp(table)
+    assert np.abs(stored - expected).max() <= 0.5 / 255 + 1e-6
+    plain = (ds.pixel_array - ds.pixel_array.min()) / np.ptp(ds.pixel_array)
+    assert np.abs(stored - plain).max() > 0.1  # the LUT, not a min-max, made the picture
+    meta = json.loads(ws.catalog.scalar("SELECT metadata FROM images"))
+    assert meta["voi_lut"] == {"entries": 256, "first_mapped": 0} and "window" not in meta
+    assert "VOI" not in json.dumps(meta)  # the test patient's name (VOI^LUT^Test)
+
+
 def test_monochrome1_is_inverted(ws, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -239,7 +267,7 @@ def test_dicom_phi_reaches_neither_catalog_nor_object_store(ws, tmp_path):
     assert meta["deidentified"] is True and meta["series"].startswith("2.25.")
     assert set(meta) <= {"format", "deidentified", "dicom_modality", "rows", "columns", "frames",
                          "bits_stored", "photometric", "pixel_spacing_mm", "slice_thickness_mm",
-                         "header_window", "window", "rescale", "manufacturer_model",
+                         "header_window", "window", "voi_lut", "rescale", "manufacturer_model",
                          "manufacturer", "transfer_syntax", "series", "frame", "source"}
 
 

@@ -1,0 +1,38 @@
+"""Optional parts name the extra that installs them, in one line, when it is missing."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from medq.errors import EXTRAS, MedQError, MissingExtraError, require_extra
+
+
+def test_require_extra_returns_the_module_or_names_the_extra(monkeypatch):
+    assert require_extra("json", "dashboard", "x").dumps([1]) == "[1]"
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"LoRA.*'peft'.*pip install 'medq\[mllm\]'"):
+        require_extra("peft", "mllm", "LoRA fine-tuning of the hf backend")
+    assert issubclass(MissingExtraError, MedQError)  # the CLI prints it as one line
+
+
+@pytest.mark.parametrize(("module", "blocked", "extra"), [
+    ("medq.storage.labelstudio_client", "label_studio_sdk", "labelstudio"),
+    ("medq.dashboards.charts", "altair", "dashboard"),
+])
+def test_a_module_that_needs_an_extra_fails_clearly_without_it(monkeypatch, module, blocked, extra):
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, blocked, None)
+    with pytest.raises(MissingExtraError, match=rf"pip install 'medq\[{extra}\]'"):
+        importlib.import_module(module)
+
+
+def test_every_extra_named_in_errors_is_declared():
+    from pathlib import Path
+
+    import tomllib
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extras = declared["project"]["optional-dependencies"]
+    assert set(EXTRAS) <= set(extras) and {"mllm", "labelstudio", "dashboard"} <= set(
+        extras["all"][0].split("[")[1].rstrip("]").split(","))
