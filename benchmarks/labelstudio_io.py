@@ -102,7 +102,7 @@ def _requests(ids: list[str], round_id: str, lane: str):
 def _bulk_annotated(backend, reqs) -> None:
     """Tasks that already carry one annotation each, imported in bulk (setup, not timed)."""
     from medq.storage.labelstudio import BACKEND_NAME
-    from medq.storage.labelstudio_config import labels_to_result
+    from medq.storage.labelstudio.label_configs import labels_to_result
     pid = backend.ensure_project("expert")
     result = labels_to_result({"verdict": "usable", "degradations": [{"type": "motion", "level": 1}],
                                "description": "Mild motion. Overall, the quality of this image is "

@@ -200,7 +200,7 @@ LABELSTUDIO_DEV_TOKEN = "medq0dev0token0000000000000000000000000a"
 
 
 class LabelStudioSettings(BaseModel):
-    """Label Studio server and how MedQ uses it (see storage/labelstudio.py)."""
+    """Label Studio server and how MedQ uses it (see storage/labelstudio/)."""
 
     url: str = "http://127.0.0.1:8080"
     token: SecretStr = Field(SecretStr(LABELSTUDIO_DEV_TOKEN),

@@ -18,7 +18,7 @@ def test_require_extra_returns_the_module_or_names_the_extra(monkeypatch):
 
 
 @pytest.mark.parametrize(("module", "blocked", "extra"), [
-    ("medq.storage.labelstudio_client", "label_studio_sdk", "labelstudio"),
+    ("medq.storage.labelstudio.client", "label_studio_sdk", "labelstudio"),
     ("medq.dashboards.charts", "altair", "dashboard"),
 ])
 def test_a_module_that_needs_an_extra_fails_clearly_without_it(monkeypatch, module, blocked, extra):

@@ -34,8 +34,8 @@ import httpx
 import numpy as np
 
 from medq.engine.taxonomy import VERDICTS, verdict_sentence
-from medq.storage.labelstudio_client import LabelStudioClient, LabelStudioError
-from medq.storage.labelstudio_config import LEVEL_PREFIX, labels_to_result, result_to_labels
+from medq.storage.labelstudio.client import LabelStudioClient, LabelStudioError
+from medq.storage.labelstudio.label_configs import LEVEL_PREFIX, labels_to_result, result_to_labels
 
 EMAIL = "medq-annotator-{k}@medq.local"
 

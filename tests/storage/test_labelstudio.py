@@ -23,8 +23,8 @@ from medq.storage.labelstudio import (
     pull_into_catalog,
     wait_for_batch,
 )
-from medq.storage.labelstudio_client import LabelStudioClient
-from medq.storage.labelstudio_config import labels_to_result
+from medq.storage.labelstudio.client import LabelStudioClient
+from medq.storage.labelstudio.label_configs import labels_to_result
 from medq.storage.objects import content_key
 from medq.storage.workspace import Workspace
 

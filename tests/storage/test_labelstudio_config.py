@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from medq.engine.taxonomy import DEGRADATION_NAMES, VERDICTS, all_degradations
-from medq.storage.labelstudio_config import (
+from medq.storage.labelstudio.label_configs import (
     labels_to_result,
     paired_config,
     result_to_labels,

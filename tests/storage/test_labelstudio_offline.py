@@ -10,7 +10,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from medq.storage.annotation.base import QueueStatus
 from medq.storage.labelstudio import wait_for_batch
-from medq.storage.labelstudio_client import (
+from medq.storage.labelstudio.client import (
     LabelStudioAuthError,
     LabelStudioClient,
     LabelStudioError,

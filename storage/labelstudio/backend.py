@@ -1,30 +1,7 @@
-"""Label Studio annotation lanes: projects, task import, progressive pull, catalog upsert.
+"""The Label Studio annotation backend: projects, views, storage, task import (idempotent),
+progressive pull into :class:`~medq.storage.annotation.base.AnnotationRecord` s.
 
-Projects (one per kind of work, not one per lane label, because what differs is project-level in
-Label Studio: whether pre-annotations are shown and how many annotators each task gets):
-
-- ``<title> · expert``: blind full annotation (no model answer shown, so experts are not
-  anchored by it); ``maximum_annotations`` = the consensus size N (``annotation.consensus``).
-- ``<title> · verify``: the model's answer is imported as a prediction (``model_version``,
-  ``score``) and pre-fills the interface; the annotator accepts or corrects it. Auto-lane spot
-  checks go here too (same work; the task's ``lane`` data field stays ``auto`` and a view lists them).
-- ``<title> · paired``: two images side by side, which one is better and why.
-
-Each project carries a "Most uncertain first" view sorted by ``-data.uncertainty``, and every batch
-is imported in descending uncertainty, so both the Data Manager and the label stream (sequential
-sampling) serve the hardest items first. Task data: ``image`` (a URL the server can reach, see
-``labelstudio.image_access``), ``header``, ``task_id``, ``image_id``, ``round``, ``lane``,
-``uncertainty``, ``modality``.
-
-Idempotency: ``submit`` looks a task up in the catalog's ``annotation_tasks`` (external id) and
-then in Label Studio (tasks of the round carrying the ``task_id`` in their data) before importing;
-an import that fails half-way is re-checked before it is retried, so no task is created twice.
-``pull`` fetches only tasks updated since the previous pull (the server's ``updated_at``; the first
-pull of a process fetches every annotated task) and returns every submitted annotation of the
-asked tasks. :func:`pull_into_catalog` upserts them (one row per annotation, history on edits,
-quarantine for incomplete ones; paired comparisons too, with ``better`` and ``image_b_id``),
-removes the rows of annotations deleted in Label Studio (history keeps them) and marks deleted
-tasks, all in one transaction after all network calls have succeeded.
+See :mod:`medq.storage.labelstudio` for the projects, the task data and the idempotency rules.
 """
 from __future__ import annotations
 
@@ -34,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,13 +24,13 @@ from medq.storage.annotation.base import (
     QueueStatus,
 )
 from medq.storage.catalog import loads
-from medq.storage.labelstudio_client import (
+from medq.storage.labelstudio.client import (
     LabelStudioAuthError,
     LabelStudioClient,
     LabelStudioError,
     _transient,
 )
-from medq.storage.labelstudio_config import (
+from medq.storage.labelstudio.label_configs import (
     labels_to_result,
     paired_config,
     result_to_labels,
@@ -69,17 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "LANE_PROJECT",
-    "PROJECT_KINDS",
-    "LabelStudioAuthError",
-    "LabelStudioBackend",
-    "LabelStudioError",
-    "ProjectSpec",
-    "WaitResult",
-    "pull_into_catalog",
-    "wait_for_batch",
-]
 
 BACKEND_NAME = "labelstudio"
 UNCERTAIN_VIEW = "Most uncertain first"
@@ -745,162 +711,3 @@ class LabelStudioBackend(AnnotationBackend):
         if self._simulation is not None:
             self._simulation.stop()
         self.client.close()
-
-
-# -- catalog --------------------------------------------------------------------------------------
-def pull_into_catalog(workspace, backend: LabelStudioBackend, task_ids: Sequence[str] | None = None,
-                      *, full: bool = False) -> dict[str, Any]:
-    """Pull annotations of `task_ids` (all tasks of the workspace when None) and write them to the
-    catalog in one transaction.
-
-    One row per annotation (``annotations``); re-pulling changes nothing; an edited annotation
-    updates its row, bumps ``version`` and keeps the previous content in ``annotation_history``
-    (see :func:`medq.storage.annotation.records.upsert_annotations`). Paired comparisons (lane
-    ``paired``) are stored like the others, with ``better`` ("A" / "B"), ``image_b_id`` and a NULL
-    verdict. Annotations with missing or invalid fields (no verdict; for a pair, no A / B choice)
-    go to ``quarantine`` (stage ``annotation``) with the reason.
-
-    Annotations deleted in Label Studio: for every asked task whose annotation list this pull read
-    from the server (:meth:`LabelStudioBackend.pull_refreshed`), the task's ``ls:<id>`` rows that
-    Label Studio no longer returns are deleted from ``annotations``; their last content stays in
-    ``annotation_history`` at the next version, marked ``"deleted": true``
-    (:func:`~medq.storage.annotation.records.remove_annotations`). ``full=True`` always catches
-    deletions; an incremental pull catches one only if Label Studio moved the task's
-    ``updated_at`` (it reads only tasks updated since the previous pull). Annotations of tasks
-    deleted from Label Studio are kept: deleting a task takes it out of the queue, it does not
-    retract the finished work (the task is marked ``deleted`` in ``annotation_tasks``).
-
-    Tasks gone from Label Studio are marked ``deleted`` in ``annotation_tasks``, finished ones
-    ``done`` (and ``sent`` again when a done task is waiting for annotations once more). A
-    quarantined annotation that was fixed or deleted in Label Studio leaves ``quarantine``
-    (``resolved``). Network first, then one transaction: a failure leaves the catalog as it was.
-
-    Returns counts: annotations (pulled), inserted, updated, unchanged, quarantined, removed
-    (rows of annotations deleted in Label Studio), resolved (quarantine rows dropped), paired
-    (valid paired annotations pulled), done,
-    deleted, pending, plus `deleted_tasks` and `removed_annotations` (their ids)."""
-    from medq.storage.annotation.records import _problem, remove_annotations, upsert_annotations
-
-    records, refreshed = backend.pull_refreshed(task_ids, full=full)
-    asked = list(task_ids) if task_ids is not None else list(backend._catalog_tasks(None))
-    states = backend.task_states(asked)
-    bad: list[tuple[AnnotationRecord, str | None]] = []
-    good: list[tuple[AnnotationRecord, str | None]] = []
-    for rec in records:
-        problem = _problem(rec)
-        (bad if problem else good).append((rec, problem))
-    current = {t: ids for t, ids in refreshed.items() if states.get(t) != "deleted"}
-    catalog = workspace.catalog
-    with catalog.transaction() as tx:
-        counts = upsert_annotations(catalog, [r for r, _ in good])
-        quarantine = [{"quarantine_id": f"annotation:{rec.annotation_id}", "stage": "annotation",
-                       "ref": rec.annotation_id, "round_id": rec.round_id,
-                       "reason": f"{problem} (task {rec.task_id}, annotator {rec.annotator}, "
-                                 f"Label Studio task {rec.raw.get('ls_task_id')})",
-                       "payload": rec.to_row()} for rec, problem in bad]
-        tx.upsert("quarantine", quarantine)
-        stale: list[str] = []
-        tasks = sorted(current)
-        for s in range(0, len(tasks), 5000):
-            stale += [r["annotation_id"] for r in tx.query(
-                "SELECT annotation_id, task_id FROM annotations WHERE annotation_id LIKE 'ls:%' "
-                "AND task_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY annotation_id",
-                [tasks[s:s + 5000]]) if r["annotation_id"] not in current[r["task_id"]]]
-        removed = remove_annotations(catalog, stale, reason="deleted in Label Studio")
-        resolved = _resolve_quarantine(tx, [r.annotation_id for r, _ in good], current)
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        # pending in LS -> "sent" again, but only for a task we had marked done (its annotations
-        # were deleted or it was reopened); queued / failed tasks keep their own state
-        changes = [{"task_id": t, "status": "sent" if s == "pending" else s, "updated_at": now}
-                   for t, s in states.items() if s in ("done", "deleted", "pending")]
-        if changes:
-            status = {r["task_id"]: r["status"] for r in tx.query(
-                "SELECT task_id, status FROM annotation_tasks WHERE task_id IN "
-                "(SELECT unnest(?::VARCHAR[]))", [[c["task_id"] for c in changes]])}
-            tx.upsert("annotation_tasks", [
-                c for c in changes if status.get(c["task_id"]) not in (None, c["status"])
-                and (c["status"] != "sent" or status.get(c["task_id"]) == "done")])
-    deleted = sorted(t for t, s in states.items() if s == "deleted")
-    return {"annotations": len(records), **counts, "quarantined": counts["quarantined"] + len(bad),
-            "removed": len(removed), "resolved": resolved,
-            "done": sum(s == "done" for s in states.values()),
-            "deleted": len(deleted), "pending": sum(s == "pending" for s in states.values()),
-            "deleted_tasks": deleted, "removed_annotations": removed,
-            "paired": sum(r.lane == "paired" for r, _ in good)}
-
-
-def _resolve_quarantine(tx, stored: Sequence[str], current: dict[str, set[str]]) -> int:
-    """Drop the annotation-quarantine rows that no longer describe a problem: the annotation was
-    fixed in Label Studio (it is among `stored` now), or deleted there (its task was read in this
-    pull, `current`: task_id -> its annotation ids, and it is no longer listed). Only the rows of
-    those annotations and tasks are read. Returns how many rows were dropped."""
-    if not stored and not current:
-        return 0
-    rows = tx.query(
-        "SELECT quarantine_id, ref, json_extract_string(payload, '$.task_id') AS task_id "
-        "FROM quarantine WHERE stage = 'annotation' AND ref LIKE 'ls:%' AND (ref IN "
-        "(SELECT unnest(?::VARCHAR[])) OR json_extract_string(payload, '$.task_id') IN "
-        "(SELECT unnest(?::VARCHAR[])))", [list(stored), list(current)])
-    ok = set(stored)
-    drop = [r["quarantine_id"] for r in rows
-            if r["ref"] in ok or (r["task_id"] in current and r["ref"] not in current[r["task_id"]])]
-    if drop:
-        tx.execute("DELETE FROM quarantine WHERE quarantine_id IN (SELECT unnest(?::VARCHAR[]))",
-                   [drop])
-    return len(drop)
-
-
-# -- waiting --------------------------------------------------------------------------------------
-@dataclass
-class WaitResult:
-    """How a wait ended. `state`: ``done`` (nothing pending), ``stopped`` (the stop rule, e.g.
-    the budget, said enough) or ``timeout``. `message` is one human-readable line."""
-
-    state: str
-    status: QueueStatus
-    elapsed_s: float
-    polls: int
-    message: str
-    pulled: dict[str, Any] = field(default_factory=dict)
-
-
-def wait_for_batch(backend: AnnotationBackend, task_ids: Sequence[str], *,
-                   timeout_s: float | None = None, poll_interval_s: float | None = None,
-                   workspace=None, stop_when: Callable[[QueueStatus], bool] | None = None,
-                   on_poll: Callable[[QueueStatus], None] | None = None,
-                   sleep: Callable[[float], None] = time.sleep,
-                   clock: Callable[[], float] = time.monotonic) -> WaitResult:
-    """Poll `backend.status(task_ids)` until nothing is pending, `stop_when(status)` is true or
-    `timeout_s` passed (defaults: ``annotation.wait_timeout_s`` / ``poll_interval_s``). With
-    `workspace` (a Label Studio backend), every poll also pulls finished annotations into the
-    catalog, so a round sees its labels progressively. Never raises on timeout: the result says."""
-    settings = getattr(getattr(backend, "settings", None), "annotation", None)
-    timeout_s = timeout_s if timeout_s is not None else (settings.wait_timeout_s if settings else 600.0)
-    poll_interval_s = poll_interval_s if poll_interval_s is not None else (
-        settings.poll_interval_s if settings else 2.0)
-    ids = list(task_ids)
-    start = clock()
-    polls = 0
-    pulled: dict[str, Any] = {}
-    while True:
-        status = backend.status(ids)
-        polls += 1
-        if workspace is not None and isinstance(backend, LabelStudioBackend):
-            pulled = pull_into_catalog(workspace, backend, ids)
-        if on_poll is not None:
-            on_poll(status)
-        elapsed = clock() - start
-        summary = (f"{status.done} of {status.total} tasks done, {status.pending} pending, "
-                   f"{status.deleted} deleted")
-        if status.finished:
-            return WaitResult("done", status, elapsed, polls, f"batch finished: {summary} "
-                              f"after {elapsed:.0f} s", pulled)
-        if stop_when is not None and stop_when(status):
-            return WaitResult("stopped", status, elapsed, polls, f"stopped by rule: {summary} "
-                              f"after {elapsed:.0f} s", pulled)
-        if elapsed >= timeout_s:
-            where = f" at {backend.url}" if hasattr(backend, "url") else ""
-            return WaitResult("timeout", status, elapsed, polls,
-                              f"timed out after {timeout_s:.0f} s waiting for annotations{where}: "
-                              f"{summary}", pulled)
-        sleep(min(poll_interval_s, max(0.0, timeout_s - elapsed)))
