@@ -120,8 +120,11 @@ class JudgeSettings(BaseModel):
     endpoint: str | None = None
     model: str = "gpt-4o"
     api_key: SecretStr = SecretStr("")
-    retries: int = Field(3, ge=0)
-    backoff_s: float = Field(1.0, ge=0, description="First wait before a retry; doubles each time.")
+    retries: int = Field(3, ge=0, description="Retries of a failed request (the openai SDK's "
+                         "backoff: 0.5 s doubling, at most 8 s, Retry-After honoured); also how "
+                         "often an unparseable reply is asked again.")
+    backoff_s: float = Field(1.0, ge=0, description="First wait before asking an unparseable "
+                             "reply again; doubles each time.")
     timeout_s: float = Field(60.0, gt=0, description="Per request.")
     max_workers: int = Field(4, ge=1, description="Concurrent judge requests.")
 

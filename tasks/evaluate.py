@@ -96,7 +96,7 @@ def make_judge(spec: str | None, settings: JudgeSettings) -> DescriptionJudge:
         return RulesJudge()
     from medq.storage.openai_chat import OpenAIChatClient
     client = OpenAIChatClient(url, settings.model, settings.api_key, timeout_s=settings.timeout_s,
-                              retries=settings.retries, backoff_s=settings.backoff_s)
+                              retries=settings.retries)
     return LLMJudge(client.complete, name=judge_name(spec, settings), retries=settings.retries,
                     backoff_s=settings.backoff_s, max_workers=settings.max_workers)
 

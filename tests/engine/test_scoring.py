@@ -381,8 +381,7 @@ def test_prompt_and_parse_rules():
 
 def _client(url, **kw):
     from medq.storage.openai_chat import OpenAIChatClient
-    return OpenAIChatClient(url, "judge-model", SecretStr("sk-test-secret"), timeout_s=5,
-                            backoff_s=0.0, **kw)
+    return OpenAIChatClient(url, "judge-model", SecretStr("sk-test-secret"), timeout_s=5, **kw)
 
 
 def test_llm_judge_scores_through_openai_endpoint(fake_openai, caplog):

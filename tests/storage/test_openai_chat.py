@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP clients of medq.storage.openai_chat: the judge's OpenAIChatClient and
-the vllm backend's VLLMEndpointClient share one request/retry loop (retries on 5xx, fails at once
-on other 4xx, names the URL and status but never the key, masks the key in repr). Against local
+the vllm backend's VLLMEndpointClient talk through the openai SDK, whose retry policy is the only
+one (retries 5xx, fails at once on other 4xx); errors name the URL and status but never the key,
+repr masks the key. Against local
 fake servers: ``fake_openai`` (tests/fixtures/fake_openai.py, scripted statuses) and
 ``fake_vllm`` (tests/fixtures/fake_vllm.py, answers like ``vllm serve``)."""
 from __future__ import annotations
@@ -22,12 +23,12 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def _judge(url, **kw):
-    return OpenAIChatClient(url, "judge-model", SecretStr(KEY), timeout_s=5, backoff_s=0.0, **kw)
+    return OpenAIChatClient(url, "judge-model", SecretStr(KEY), timeout_s=5, **kw)
 
 
 def _vllm(url, **kw):
     kw.setdefault("model", "base-mllm")
-    return VLLMEndpointClient(url, api_key=SecretStr(KEY), timeout_s=5, backoff_s=0.0, **kw)
+    return VLLMEndpointClient(url, api_key=SecretStr(KEY), timeout_s=5, **kw)
 
 
 def _send(client):
@@ -56,11 +57,9 @@ def test_urls_are_normalised():
 def test_503_is_retried_with_backoff_then_succeeds(fake_openai, make, error):
     url, server = fake_openai
     server.script = [("status", 503), ("status", 502), ("ok", "fine")]
-    waits = []
-    client = make(url, retries=2, sleep=waits.append)
-    client._http.backoff_s = 0.25
+    client = make(url, retries=2)
     assert _send(client) == "fine"
-    assert len(server.seen) == 3 and waits == [0.25, 0.5]  # exponential backoff
+    assert len(server.seen) == 3  # the SDK's retries (0.5 s, then 1 s, jittered)
     assert all(s["auth"] == f"Bearer {KEY}" for s in server.seen)
     assert all(s["path"] == "/v1/chat/completions" for s in server.seen)
     server.script = [("status", 503)] * 3
@@ -101,7 +100,7 @@ def test_unreachable_endpoint_is_a_clear_error(make, error):
 
 
 def test_vllm_models_adapters_and_logprobs(fake_vllm):
-    client = VLLMEndpointClient(fake_vllm.url + "/v1", api_key=KEY, timeout_s=5, backoff_s=0.0)
+    client = VLLMEndpointClient(fake_vllm.url + "/v1", api_key=KEY, timeout_s=5)
     assert client.served_model() == "base-mllm"
     data = client.chat(HI, top_logprobs=2, prompt_logprobs=1)
     req = fake_vllm.requests[-1]
