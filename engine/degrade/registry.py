@@ -30,13 +30,13 @@ class Simulator:
     the taxonomy) and its stage in the imaging chain."""
 
     name: str
-    fn: SimFn
+    simulate: SimFn
     stage: str
     families: tuple[str, ...]
 
     @property
     def doc(self) -> str:
-        return (self.fn.__doc__ or "").strip()
+        return (self.simulate.__doc__ or "").strip()
 
 
 _TABLE: dict[str, tuple[SimFn, str]] = {
@@ -114,7 +114,7 @@ def apply(image: np.ndarray, type: str, level: int, rng: np.random.Generator
     img = check_image(image, f"degradation {type!r}")
     if level == 0:
         return img.copy(), {}
-    out, params = sim.fn(img, level, rng)
+    out, params = sim.simulate(img, level, rng)
     out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
     if out.shape != img.shape:  # a simulator bug, never the caller's
         raise DegradationError(f"simulator {type!r} changed the shape {img.shape} -> {out.shape}")
