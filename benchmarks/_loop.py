@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from medq.tasks.rounds import RoundConfig
+    from medq.tasks.rounds import OpenedRound, RoundConfig
 
 STRATEGIES = ("random", "entropy", "retrieval", "coreset", "engine")
 _CODES = {s: i + 1 for i, s in enumerate(STRATEGIES)}
@@ -209,14 +209,14 @@ def _baseline_selection(strategy: str, coreset_max: int):
     from medq.tasks.discover import discover
     from medq.tasks.explore import score_candidates
 
-    def select(ws: str, opened: dict, config: RoundConfig) -> tuple[dict, dict, dict]:
-        round_id, model_in = opened["round_id"], opened["model_in"]
+    def select(ws: str, opened: OpenedRound, config: RoundConfig) -> tuple[dict, dict, dict]:
+        round_id, model_in = opened.round_id, opened.model_in
         seed, budget = config.seed, config.budget_per_round
         discovered: dict = {}
         if strategy == "retrieval":
             discovered = discover(ws, round_id, model_in, seed)
         k = math.floor(budget / open_workspace(ws).settings.lanes.expert_cost + 1e-9)
-        rows, picks, info = _select(ws, strategy, round_id, int(opened["round_index"]), model_in,
+        rows, picks, info = _select(ws, strategy, round_id, int(opened.round_index), model_in,
                                     k, config, seed, coreset_max)
         if rows and "entropy" not in rows[0]:  # record-only scores (see module docstring)
             rows = score_candidates(ws, model_in, rows)

@@ -47,8 +47,8 @@ def engine_loop(workspace: str = ".medq", rounds: int = 3, budget_per_round: flo
                              config.plateau_rounds)
         champion = current_champion(workspace)
         opened = open_round(workspace, config, champion, stop=reason)
-        if opened["stop"]:
-            logger.info("loop stops: %s", opened["stop"])
+        if opened.stop:
+            logger.info("loop stops: %s", opened.stop)
             break
         outcome = run_round(workspace, opened, config)
         if outcome.summary is None:

@@ -20,13 +20,13 @@ from medq.tasks.curate import curate
 from medq.tasks.discover import discover
 from medq.tasks.explore import explore
 from medq.tasks.report import round_summary
-from medq.tasks.rounds import RoundConfig, close_round, mark_stopped
+from medq.tasks.rounds import OpenedRound, RoundConfig, close_round, mark_stopped
 from medq.tasks.route import route
 from medq.tasks.training import finetune
 
 Record = dict[str, Any]
 # (workspace, opened round, run config) -> (discovered, explored, routed) checkpoint records
-Selection = Callable[[str, Record, RoundConfig], tuple[Record, Record, Record]]
+Selection = Callable[[str, OpenedRound, RoundConfig], tuple[Record, Record, Record]]
 # called with a step's name right after it finished (timings, progress)
 StepHook = Callable[[str], None]
 
@@ -96,13 +96,13 @@ class RoundOutcome:
         return None if self.curated.get("passed") else str(self.curated.get("summary"))
 
 
-def engine_selection(workspace: str, opened: Record, config: RoundConfig,
+def engine_selection(workspace: str, opened: OpenedRound, config: RoundConfig,
                      done: Callable[[str, Record], None] | None = None
                      ) -> tuple[Record, Record, Record]:
     """The engine's own selection: discover prototypes of the model's failures, retrieve and
     score their look-alikes, route them into lanes within the round budget. `done(step,
     record)` is called after each step."""
-    round_id, model_in, seed = opened["round_id"], opened["model_in"], config.seed
+    round_id, model_in, seed = opened.round_id, opened.model_in, config.seed
     discovered = discover(workspace, round_id, model_in, seed)
     if done:
         done("discover", discovered)
@@ -115,7 +115,7 @@ def engine_selection(workspace: str, opened: Record, config: RoundConfig,
     return discovered, explored, routed
 
 
-def run_round(workspace: str, opened: Record, config: RoundConfig, *,
+def run_round(workspace: str, opened: OpenedRound, config: RoundConfig, *,
               select: Selection | None = None, on_step: StepHook | None = None) -> RoundOutcome:
     """Run (or resume) the round `opened` (from :func:`~medq.tasks.rounds.open_round`) with the
     run's `config` (from :func:`~medq.tasks.rounds.resolve_config`).
@@ -123,7 +123,9 @@ def run_round(workspace: str, opened: Record, config: RoundConfig, *,
     `select` replaces the engine's discover/explore/route (benchmark baselines); it must record
     candidates and routes the way explore and route do. When curation fails the round is marked
     stopped with the suite's summary and the outcome has no summary."""
-    round_id, model_in = opened["round_id"], opened["model_in"]
+    round_id, model_in = opened.round_id, opened.model_in
+    if round_id is None or model_in is None or opened.round_index is None:
+        raise ValueError(f"run_round: no round to run ({opened.stop or 'not opened'})")
     seed = config.seed
     done = _StepReporter(round_id, on_step)
     if select is None:
@@ -136,7 +138,7 @@ def run_round(workspace: str, opened: Record, config: RoundConfig, *,
     done("annotate", annotated)
     curated = curate(workspace, round_id, model_in)
     done("curate", curated)
-    base = {"round_id": round_id, "round_index": int(opened["round_index"]), "model_in": model_in,
+    base = {"round_id": round_id, "round_index": opened.round_index, "model_in": model_in,
             "discovered": discovered, "explored": explored, "routed": routed,
             "annotated": annotated, "curated": curated}
     if not curated["passed"]:

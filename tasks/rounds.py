@@ -80,27 +80,34 @@ def finished_rounds(workspace: str) -> int:
     return loop_records.finished_round_count(open_workspace(workspace).catalog)
 
 
+@dataclass(frozen=True)
+class OpenedRound:
+    """The round a run works on: `round_id` (``r001`` ...), its 1-based `round_index`, the
+    champion it starts from (`model_in`), whether it is a crashed round `resumed`; or, when a
+    stop rule fired before a new round was created, only `stop` (the reason; ids are None)."""
+    round_id: str | None
+    round_index: int | None
+    model_in: str | None
+    resumed: bool = False
+    stop: str | None = None
+
+
 @loop_task(name="open-round", retries=2, retry_delay_seconds=1)
 def open_round(workspace: str, config: RoundConfig, champion: str,
-               stop: str | None = None) -> dict[str, Any]:
+               stop: str | None = None) -> OpenedRound:
     """Resume the running round, or (unless `stop` says why not) create the next one that
-    starts from `champion`.
-
-    Returns {"round_id", "round_index", "model_in", "resumed", "stop"}."""
+    starts from `champion`."""
     catalog = open_workspace(workspace).catalog
     r = loop_records.running_round(catalog)
     if r is not None:  # a crashed round is always finished first, whatever the stop rules say
-        return {"round_id": r["round_id"], "round_index": r["round_index"],
-                "model_in": r["model_in"], "resumed": True, "stop": None}
+        return OpenedRound(r["round_id"], int(r["round_index"]), r["model_in"], resumed=True)
     if stop:
-        return {"round_id": None, "round_index": None, "model_in": champion, "resumed": False,
-                "stop": stop}
+        return OpenedRound(None, None, champion, stop=stop)
     index = loop_records.last_round_index(catalog) + 1
     round_id = round_id_for(index)
     catalog.upsert("rounds", [{"round_id": round_id, "round_index": index, "status": "running",
                                "config": config.to_dict(), "model_in": champion}])
-    return {"round_id": round_id, "round_index": index, "model_in": champion, "resumed": False,
-            "stop": None}
+    return OpenedRound(round_id, index, champion)
 
 
 @loop_task(name="load-checkpoint")
