@@ -29,8 +29,8 @@ R = TypeVar("R")
 
 def in_flow_run() -> bool:
     """True inside a flow run and outside any task run: where a step call becomes a Prefect
-    task or sub-flow. (Inside a task, steps it calls are plain calls: Prefect tasks do not
-    nest, and the caller's retry already covers them.)"""
+    task or sub-flow. (Inside a task, the steps it calls stay plain calls, as they were before
+    the step layer: one Prefect task per operation, whose retry policy covers what it calls.)"""
     from prefect.context import FlowRunContext, TaskRunContext
     return FlowRunContext.get() is not None and TaskRunContext.get() is None
 
