@@ -62,7 +62,8 @@ class IndexSettings(BaseModel):
     """FAISS pool index."""
 
     local_root: Path = Path("index")
-    kind: str = Field("auto", description="auto | flat | ivf | ivfpq | hnsw")
+    kind: Literal["auto", "flat", "ivf", "ivfpq", "hnsw"] = Field(
+        "auto", description="auto: flat up to exact_max, IVF / IVF-PQ above (by pool size).")
     exact_max: int = Field(50_000, ge=1, description="Pools up to this size use exact search.")
     pq_min: int = Field(500_000, ge=1, description="Pools from this size use IVF-PQ under `auto`.")
     nprobe: int = Field(16, ge=1)
@@ -116,7 +117,8 @@ class ModelSettings(BaseModel):
 class JudgeSettings(BaseModel):
     """Description judge: offline rules or an LLM behind an OpenAI-compatible endpoint."""
 
-    kind: str = Field("rules", description="rules | openai")
+    kind: Literal["rules", "openai"] = Field("rules", description="rules: the rule-based judge; "
+                                             "openai: an OpenAI-compatible endpoint.")
     endpoint: str | None = None
     model: str = "gpt-4o"
     api_key: SecretStr = SecretStr("")
@@ -192,7 +194,8 @@ class AnnotationSettings(BaseModel):
     backend: str = Field("simulated", description="simulated | labelstudio | oracle:LABELS.jsonl")
     error_rate: float = Field(0.05, ge=0, le=1)
     consensus: int = Field(1, ge=1, description="Annotators per expert-lane item.")
-    disagreement_rule: str = Field("majority", description="majority | escalate | strictest")
+    disagreement_rule: Literal["majority", "escalate", "strictest"] = Field(
+        "majority", description="How expert votes that disagree are resolved.")
     wait_timeout_s: float = Field(600.0, gt=0)
     poll_interval_s: float = Field(2.0, gt=0)
     batch_size: int = Field(200, ge=1)
@@ -209,8 +212,8 @@ class LabelStudioSettings(BaseModel):
     token: SecretStr = Field(SecretStr(LABELSTUDIO_DEV_TOKEN),
                              description="Legacy API token (Account & Settings > Access Token).")
     project_title: str = Field("MedQ", description="Projects are '<title> · <lane>'.")
-    image_access: str = Field("auto", description="auto | local-files | presigned | data-uri "
-                              "(auto: local-files for a local object store, presigned for S3)")
+    image_access: Literal["auto", "local-files", "presigned", "data-uri"] = Field(
+        "auto", description="auto: local-files for a local object store, presigned for S3.")
     local_files_root: Path | None = Field(None, description="LOCAL_FILES_DOCUMENT_ROOT of the "
                                           "server (None: /, the default of infra/labelstudio.sh).")
     timeout_s: float = Field(30.0, gt=0, description="Per request.")

@@ -114,3 +114,13 @@ def test_bad_env_value_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDQ_SERVICES__S3_PORT", "not-a-port")
     with pytest.raises(SettingsError, match="services.s3_port"):
         load_settings(workspace=tmp_path)
+
+
+@pytest.mark.parametrize(("area", "field", "typo", "valid"), [
+    ("judge", "kind", "opneai", "'openai'"), ("index", "kind", "ivf-pq", "'ivfpq'"),
+    ("annotation", "disagreement_rule", "majorty", "'majority'"),
+    ("labelstudio", "image_access", "s3", "'presigned'"),
+])
+def test_a_typo_in_a_choice_names_the_setting_and_the_choices(tmp_path, area, field, typo, valid):
+    with pytest.raises(SettingsError, match=rf"{area}\.{field}: Input should be .*{valid}"):
+        load_settings(workspace=tmp_path, **{area: {field: typo}})
