@@ -17,7 +17,8 @@ Strategies (``k`` = the number of expert-lane labels the round budget buys,
 - ``retrieval``: the loop's discover + prototype retrieval with a candidate budget of ``k``
   (same allocation over prototypes, anchors, filters and diversity), no entropy routing: every
   retrieved image -> expert lane.
-- ``coreset``: k-center greedy on the pool embeddings (the workspace's quality embedder), with
+- ``coreset``: k-center greedy (:func:`medq.engine.explore.k_center_greedy`, the routine that
+  also spreads the anchors) on the pool embeddings (the workspace's quality embedder), with
   every labelled training image as an initial center -> expert lane.
 
 Baseline picks are scored by the round's starting model *after* selection, only to record what
@@ -80,43 +81,11 @@ def unlabelled_pool(ws: str) -> list[str]:
             if i not in excluded]
 
 
-def k_center_greedy(pool: np.ndarray, centers: np.ndarray, k: int) -> list[int]:
-    """Indices of `k` rows of `pool` (n, d) chosen by k-center greedy (Sener & Savarese 2018):
-    each next pick is the pool point farthest (Euclidean) from every center so far; `centers`
-    (m, d) are the already labelled points (m may be 0: the first pick is then the point farthest
-    from the pool mean). Ties go to the lower index. O(n k + n m) distance computations."""
-    pool = np.asarray(pool, np.float32)
-    n = len(pool)
-    k = min(int(k), n)
-    if k <= 0:
-        return []
-    sq = (pool * pool).sum(1)
-
-    def dist_to(c: np.ndarray) -> np.ndarray:  # (n,) min distance of every pool row to rows of c
-        best = np.full(n, np.inf, np.float32)
-        for s in range(0, len(c), 1024):
-            block = c[s:s + 1024]
-            d2 = sq[:, None] - 2 * pool @ block.T + (block * block).sum(1)[None]
-            best = np.minimum(best, d2.min(1))
-        return np.sqrt(np.maximum(best, 0))
-
-    if len(centers):
-        mind = dist_to(np.asarray(centers, np.float32))
-    else:
-        mind = dist_to(pool.mean(0, keepdims=True))
-    picks: list[int] = []
-    for _ in range(k):
-        i = int(np.argmax(mind))
-        picks.append(i)
-        mind = np.minimum(mind, dist_to(pool[i:i + 1]))
-        mind[i] = -1.0  # never again
-    return picks
-
-
 def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: str, k: int,
             config: RoundConfig, seed: int, coreset_max: int
             ) -> tuple[list[dict], list[str], dict]:
     """Baseline selection: (candidate rows to record, image ids for the expert lane, info)."""
+    from medq.engine.explore import k_center_greedy
     from medq.storage import loop_records
     from medq.tasks._runtime import open_workspace
     from medq.tasks.embed import embed_images, ensure_pool_index, pool_store
@@ -161,7 +130,8 @@ def _select(ws: str, strategy: str, round_id: str, round_index: int, model_in: s
         rest = [i for i, s in zip(labelled, in_store) if not s]
         if rest:  # seed images are not pool images: embed them with the same embedder
             centers.append(embed_images(ws, rest))
-        picks = [avail[i] for i in k_center_greedy(store.get(avail), np.concatenate(centers), k)]
+        picks = [avail[i] for i in k_center_greedy(store.get(avail), k,
+                                                   centers=np.concatenate(centers))]
     else:
         raise ValueError(f"unknown baseline strategy {strategy!r}")
     rows = [{"round_id": round_id, "image_id": i, "rank": r} for r, i in enumerate(picks)]

@@ -120,22 +120,50 @@ def allocate_budget(prototypes: Sequence[Prototype], budget: int, *,
 # Anchors
 # --------------------------------------------------------------------------------------------
 
-def farthest_point_order(x: np.ndarray, k: int, start: int = 0) -> list[int]:
-    """Indices of `k` rows of `x` (n, d): `start`, then repeatedly the row farthest (Euclidean)
-    from those already chosen. Stops early when all remaining rows coincide with chosen ones."""
+def k_center_greedy(points: np.ndarray, k: int, *, centers: np.ndarray | None = None,
+                    start: int | None = None) -> list[int]:
+    """k-center greedy (Gonzalez 1985; Sener & Savarese 2018's core-set): indices of up to `k`
+    rows of `points` (n, d), each next pick the row farthest (Euclidean) from every center so
+    far. The first centers are `centers` (m, d; e.g. already labelled points, never returned),
+    else the row `start` (returned first), else the pick is the row farthest from the mean.
+    Stops early when every remaining row coincides with a center (no duplicate picks). Ties go
+    to the lower index. Cost: O(n (m + k) d), the m initial centers in blocks of 1024."""
+    x = np.asarray(points, np.float64)
     n = len(x)
+    k = min(int(k), n)
     if n == 0 or k <= 0:
         return []
-    x = np.asarray(x, np.float64)
-    chosen = [int(start)]
-    dmin = np.linalg.norm(x - x[start], axis=1)
-    while len(chosen) < min(k, n):
+    picks: list[int] = []
+    if centers is not None and len(centers):
+        c = np.asarray(centers, np.float64)
+        sq = (x * x).sum(1)
+        dmin = np.full(n, np.inf)
+        for s in range(0, len(c), 1024):  # min distance to the labelled set, block by block
+            block = c[s:s + 1024]
+            d2 = sq[:, None] - 2 * x @ block.T + (block * block).sum(1)[None]
+            dmin = np.minimum(dmin, d2.min(1))
+        dmin = np.sqrt(np.maximum(dmin, 0))
+    elif start is not None:
+        picks.append(int(start))
+        dmin = np.linalg.norm(x - x[start], axis=1)
+    else:
+        dmin = np.linalg.norm(x - x.mean(0), axis=1)
+        first = int(dmin.argmax())
+        picks.append(first)
+        dmin = np.linalg.norm(x - x[first], axis=1)
+    while len(picks) < k:
         j = int(dmin.argmax())
         if dmin[j] <= 0:
             break
-        chosen.append(j)
+        picks.append(j)
         dmin = np.minimum(dmin, np.linalg.norm(x - x[j], axis=1))
-    return chosen
+    return picks
+
+
+def farthest_point_order(x: np.ndarray, k: int, start: int = 0) -> list[int]:
+    """Indices of `k` rows of `x` (n, d): `start`, then repeatedly the row farthest (Euclidean)
+    from those already chosen (:func:`k_center_greedy` from `start`)."""
+    return k_center_greedy(x, k, start=start)
 
 
 def plan_anchors(prototypes: Sequence[Prototype], embeddings: np.ndarray, *,

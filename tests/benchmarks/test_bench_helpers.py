@@ -5,34 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import _loop
 import run_all
 import sample_efficiency as se
-
-
-def test_k_center_greedy_picks_far_points_first():
-    rng = np.random.default_rng(0)
-    cluster = rng.normal(0, 0.01, (50, 2)).astype(np.float32)          # around the center
-    far = np.array([[5, 0], [0, 5], [-5, 0]], np.float32)              # three outliers
-    pool = np.concatenate([cluster, far])
-    picks = _loop.k_center_greedy(pool, centers=np.zeros((1, 2), np.float32), k=3)
-    assert sorted(picks) == [50, 51, 52]
-    # a labelled center sitting on an outlier removes it from the picks
-    picks = _loop.k_center_greedy(pool, centers=np.array([[0, 0], [5, 0]], np.float32), k=2)
-    assert sorted(picks) == [51, 52]
-
-
-def test_k_center_greedy_no_repeats_and_bounds():
-    pool = np.random.default_rng(1).normal(size=(20, 4)).astype(np.float32)
-    picks = _loop.k_center_greedy(pool, np.zeros((0, 4), np.float32), 50)
-    assert len(picks) == 20 and len(set(picks)) == 20
-    assert _loop.k_center_greedy(pool, np.zeros((0, 4), np.float32), 0) == []
 
 
 def test_first_reach_interpolates_and_reports_never():

@@ -14,6 +14,7 @@ from medq.engine.explore import (
     allocate_budget,
     anchor_queries,
     farthest_point_order,
+    k_center_greedy,
     plan_anchors,
     retrieval_k,
     select_candidates,
@@ -218,3 +219,28 @@ def test_selection_input_errors():
         select_candidates(anchors, np.array([["a"]]), np.array([[0.0]]), {"B": 1})
     with pytest.raises(ExploreError, match="diversity"):
         select_candidates(anchors, np.array([["a"]]), np.array([[0.0]]), {"A": 1}, diversity=2)
+
+
+def test_k_center_greedy_picks_far_points_first():
+    rng = np.random.default_rng(0)
+    cluster = rng.normal(0, 0.01, (50, 2)).astype(np.float32)          # around the center
+    far = np.array([[5, 0], [0, 5], [-5, 0]], np.float32)              # three outliers
+    pool = np.concatenate([cluster, far])
+    picks = k_center_greedy(pool, 3, centers=np.zeros((1, 2), np.float32))
+    assert sorted(picks) == [50, 51, 52]
+    # a labelled center sitting on an outlier removes it from the picks
+    picks = k_center_greedy(pool, 2, centers=np.array([[0, 0], [5, 0]], np.float32))
+    assert sorted(picks) == [51, 52]
+
+
+def test_k_center_greedy_no_repeats_and_bounds():
+    pool = np.random.default_rng(1).normal(size=(20, 4)).astype(np.float32)
+    picks = k_center_greedy(pool, 50, centers=np.zeros((0, 4), np.float32))
+    assert len(picks) == 20 and len(set(picks)) == 20
+    assert k_center_greedy(pool, 0) == []
+
+
+def test_k_center_greedy_without_centers_starts_farthest_from_the_mean():
+    pool = np.array([[0, 0], [1, 0], [0, 1], [9, 9]], np.float64)
+    assert k_center_greedy(pool, 2) == [3, 0]
+    assert k_center_greedy(np.ones((5, 3)), 4) == [0]  # coinciding rows: no duplicate picks
