@@ -42,18 +42,13 @@ _CODES = {s: i + 1 for i, s in enumerate(STRATEGIES)}
 
 # -- shared steps (identical for every strategy) ------------------------------------------------
 
-def evaluate_version(ws: str, version: str, round_id: str | None) -> dict:
-    """The loop's evaluation step (stored evaluation reused): {"eval_id", "metrics"}."""
-    from medq.tasks.evaluate import evaluate_version as step
-    return step(ws, version, round_id)
-
-
 def bootstrap(ws: str, seed: int) -> dict:
     """The loop's round 0 (train, evaluate and promote the seed model; idempotent), plus the
     champion's metrics: {"version", "metrics"}."""
+    from medq.tasks.evaluate import evaluate_version
     from medq.tasks.training import bootstrap as step
     champion = step(ws, seed)
-    return {"version": champion, "metrics": evaluate_version(ws, champion, None)["metrics"]}
+    return {"version": champion, "metrics": evaluate_version(ws, champion)["metrics"]}
 
 
 def prepare_pool(ws: str, seed: int) -> dict:

@@ -13,13 +13,6 @@ class MissingExtraError(MedQError):
     """An optional part of MedQ is used without the extra that installs it."""
 
 
-# extra -> what it installs (pyproject.toml [project.optional-dependencies])
-EXTRAS = {"mllm": "peft (LoRA fine-tuning of the hf backend)",
-          "labelstudio": "label-studio-sdk (the Label Studio annotation backend)",
-          "dashboard": "streamlit, altair, websocket-client (the improvement dashboard)",
-          "gpu": "vllm, faiss-gpu (GPU serving and search)"}
-
-
 def require_extra(module: str, extra: str, what: str) -> ModuleType:
     """Import `module`, or raise :class:`MissingExtraError` naming the extra that installs it
     (``what`` is the feature that needs it, for the message)."""

@@ -17,6 +17,13 @@ from medq.storage.catalog import Catalog, CatalogTx
 Rows = list[dict[str, Any]]
 
 
+def _first_row(catalog: Catalog, sql: str, params: Sequence[Any] | None = None
+               ) -> dict[str, Any] | None:
+    """The first row `sql` returns, None when it returns none."""
+    rows = catalog.query(sql, params)
+    return rows[0] if rows else None
+
+
 # -- rounds and checkpoints ------------------------------------------------------------------
 
 def finished_round_count(catalog: Catalog) -> int:
@@ -25,9 +32,8 @@ def finished_round_count(catalog: Catalog) -> int:
 
 def running_round(catalog: Catalog) -> dict[str, Any] | None:
     """The oldest round still marked ``running`` (a crashed process), or None."""
-    rows = catalog.query("SELECT round_id, round_index, model_in FROM rounds WHERE status = "
-                         "'running' ORDER BY round_index LIMIT 1")
-    return rows[0] if rows else None
+    return _first_row(catalog, "SELECT round_id, round_index, model_in FROM rounds WHERE "
+                      "status = 'running' ORDER BY round_index LIMIT 1")
 
 
 def last_round_index(catalog: Catalog) -> int:
@@ -37,16 +43,14 @@ def last_round_index(catalog: Catalog) -> int:
 
 def last_done_round(catalog: Catalog) -> dict[str, Any] | None:
     """model_in, model_out, promoted of the latest finished round, or None."""
-    rows = catalog.query("SELECT model_in, model_out, promoted FROM rounds WHERE status = 'done' "
-                         "ORDER BY round_index DESC LIMIT 1")
-    return rows[0] if rows else None
+    return _first_row(catalog, "SELECT model_in, model_out, promoted FROM rounds WHERE "
+                      "status = 'done' ORDER BY round_index DESC LIMIT 1")
 
 
 def seed_champion(catalog: Catalog) -> str | None:
     """The promoted seed model (no parent), None before round 0."""
-    seed = catalog.query("SELECT version FROM model_versions WHERE parent IS NULL AND promoted "
-                         "ORDER BY created_at LIMIT 1")
-    return seed[0]["version"] if seed else None
+    return catalog.scalar("SELECT version FROM model_versions WHERE parent IS NULL AND promoted "
+                          "ORDER BY created_at LIMIT 1")
 
 
 def done_rounds(catalog: Catalog) -> Rows:
@@ -57,9 +61,8 @@ def done_rounds(catalog: Catalog) -> Rows:
 
 def previous_done_round(catalog: Catalog, round_id: str) -> dict[str, Any] | None:
     """round_id and report of the latest finished round before `round_id`, or None."""
-    prev = catalog.query("SELECT round_id, report FROM rounds WHERE status = 'done' AND "
-                         "round_id < ? ORDER BY round_index DESC LIMIT 1", [round_id])
-    return prev[0] if prev else None
+    return _first_row(catalog, "SELECT round_id, report FROM rounds WHERE status = 'done' AND "
+                      "round_id < ? ORDER BY round_index DESC LIMIT 1", [round_id])
 
 
 def round_index_of(catalog: Catalog, round_id: str) -> int | None:
@@ -87,8 +90,8 @@ def replace_predictions(tx: CatalogTx, eval_id: str) -> None:
 
 def eval_run(catalog: Catalog, eval_id: str) -> dict[str, Any] | None:
     """eval_id and metrics (JSON text) of a stored evaluation, or None."""
-    rows = catalog.query("SELECT eval_id, metrics FROM eval_runs WHERE eval_id = ?", [eval_id])
-    return rows[0] if rows else None
+    return _first_row(catalog, "SELECT eval_id, metrics FROM eval_runs WHERE eval_id = ?",
+                      [eval_id])
 
 
 def eval_image_ids(catalog: Catalog) -> list[str]:
@@ -286,9 +289,8 @@ def dataset_item_rows(catalog: Catalog, dataset_id: str) -> Rows:
 
 def latest_passed_dataset_before(catalog: Catalog, round_id: str) -> str | None:
     """The latest curated dataset of a round before `round_id`, None if there is none."""
-    rows = catalog.query("SELECT dataset_id FROM datasets WHERE status = 'passed' AND round_id < ? "
-                         "ORDER BY round_id DESC LIMIT 1", [round_id])
-    return rows[0]["dataset_id"] if rows else None
+    return catalog.scalar("SELECT dataset_id FROM datasets WHERE status = 'passed' AND "
+                          "round_id < ? ORDER BY round_id DESC LIMIT 1", [round_id])
 
 
 def latest_seed_dataset(catalog: Catalog) -> str | None:
@@ -315,9 +317,8 @@ def training_examples(catalog: Catalog, dataset_id: str) -> Rows:
 
 def registered_version(catalog: Catalog, version: str) -> dict[str, Any] | None:
     """version, artifact_key, metrics of a model version with a complete artifact, or None."""
-    rows = catalog.query("SELECT version, artifact_key, metrics FROM model_versions "
-                         "WHERE version = ? AND artifact_key IS NOT NULL", [version])
-    return rows[0] if rows else None
+    return _first_row(catalog, "SELECT version, artifact_key, metrics FROM model_versions "
+                      "WHERE version = ? AND artifact_key IS NOT NULL", [version])
 
 
 def eval_metrics_text(catalog: Catalog, eval_id: str) -> Rows:

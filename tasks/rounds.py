@@ -45,9 +45,10 @@ class RoundConfig:
         return dataclasses.asdict(self)
 
 
-# RoundConfig fields a flow parameter may set (None = the workspace setting)
-RUN_PARAMETERS = ("budget_per_round", "total_budget", "target_accuracy", "annotator",
-                  "candidates_per_round", "plateau_rounds", "seed")
+# RoundConfig fields a flow parameter may set (None = the workspace setting); the annotation
+# wait and poll times come from settings only
+RUN_PARAMETERS = tuple(f.name for f in dataclasses.fields(RoundConfig)
+                       if f.name not in ("wait_timeout_s", "poll_interval_s"))
 
 
 @loop_task(name="resolve-config")
